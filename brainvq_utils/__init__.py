@@ -1,0 +1,7 @@
+"""brainvq_utils: shared code for the brainvq notebooks.
+
+Importing the package registers its custom Keras layers and models, so that
+``keras.saving.load_model("vqvae.keras")`` works after ``import brainvq_utils``.
+"""
+
+__version__ = "0.1.0"
