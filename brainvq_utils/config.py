@@ -1,0 +1,134 @@
+"""Profiles and per-stage configurations.
+
+A profile is a flat dict of parameters (``smoke`` for CI, ``demo`` for the embedded
+cohort on a laptop CPU, ``full`` for OASIS/ADNI at native size on a GPU). Any
+parameter can be overridden on its own (``-p key=value`` on the command line, the
+``overrides`` dict in a notebook). Each stage reads its own small frozen dataclass from
+the flat parameters and saves it next to what it made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import BrainVQError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synthetic"      # synthetic | oasis | adni | folder | nifti | auto
+    data_dir: str | None = None     # None: the profile's synthetic cohort under data/
+    image_size: int = 128           # square side the pipeline resizes/pads to
+    subjects: int = 100             # synthetic cohort only
+    synth_size: int = 256           # synthetic cohort only: side of the PNGs on disk
+    batch_size: int = 32
+    seed: int = 0
+    skip_bad: bool = False          # skip unreadable images (listed) instead of stopping
+    validate_fraction: float = 0.1  # adni/folder/nifti: share of train carved out
+
+    def __post_init__(self):
+        _positive(self, "image_size", "subjects", "synth_size", "batch_size")
+        if self.image_size < 16:
+            raise BrainVQError(f"image_size={self.image_size} is too small; use 16 or more")
+        if not 0.0 < self.validate_fraction < 1.0:
+            raise BrainVQError(f"validate_fraction={self.validate_fraction} must lie in (0, 1), e.g. 0.1")
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    architecture: str = "residual"  # residual | keras_io (the anchor)
+    num_codes: int = 256
+    code_dim: int = 32
+    channels: int = 64
+    res_blocks: int = 2
+    downsample: int = 4
+    beta: float = 0.25
+    update: str = "ema"             # ema | gradient
+    decay: float = 0.99
+    restart_below: float = 1.0
+    learning_rate: float = 2e-3
+    epochs: int = 20
+    time_budget_s: float = 0.0      # 0: no limit; else stop after this many training seconds
+    seed: int = 0
+
+    def __post_init__(self):
+        _positive(self, "num_codes", "code_dim", "channels", "epochs", "learning_rate")
+        if self.res_blocks < 0:
+            raise BrainVQError(f"res_blocks={self.res_blocks} must be 0 or more")
+        if self.time_budget_s < 0:
+            raise BrainVQError(f"time_budget_s={self.time_budget_s} must be 0 (no limit) or positive")
+
+
+STAGES = (DataConfig, VQVAEConfig)
+
+PROFILES: dict[str, dict] = {
+    # CI: every notebook in well under a minute on 2 CPU cores.
+    "smoke": dict(image_size=32, subjects=6, synth_size=64, batch_size=16, num_codes=32,
+                  code_dim=8, channels=16, res_blocks=1, epochs=2, learning_rate=3e-3),
+    # The embedded cohort on a 2-core laptop CPU: VQ-VAE within 5 minutes.
+    "demo": dict(time_budget_s=300.0),
+    # OASIS/ADNI at native size on a GPU.
+    "full": dict(image_size=256, batch_size=32, num_codes=512, code_dim=64, channels=128,
+                 downsample=4, epochs=60, learning_rate=1e-3),
+}
+
+
+def _positive(cfg, *names):
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise BrainVQError(f"{name}={value!r} must be a positive number")
+
+
+def known_keys() -> dict[str, type]:
+    return {f.name: f.type for stage in STAGES for f in fields(stage)}
+
+
+def _coerce(key: str, value, default):
+    """Turn a command-line string into the type of the default."""
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    if value.lower() in ("none", "null"):
+        return None
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise BrainVQError(f"parameter {key}={value!r} is not a valid {type(default).__name__}") from None
+    return value
+
+
+def load_params(profile: str = "demo", overrides: dict | None = None) -> dict:
+    """The flat parameters of a profile with ``overrides`` applied and checked."""
+    if profile not in PROFILES:
+        raise BrainVQError(f"profile {profile!r} is not known; use one of {sorted(PROFILES)}")
+    defaults = {f.name: f.default for stage in STAGES for f in fields(stage)}
+    params = {**defaults, **PROFILES[profile]}
+    for key, value in (overrides or {}).items():
+        if key not in defaults:
+            raise BrainVQError(f"parameter {key!r} is not known; known parameters: {', '.join(sorted(defaults))}")
+        params[key] = _coerce(key, value, defaults[key])
+    params["profile"] = profile
+    for stage in STAGES:   # validate every stage now, not half-way through a run
+        stage_config(stage, params)
+    return params
+
+
+def stage_config(cls, params: dict):
+    """The stage's frozen dataclass from flat parameters (extra keys are ignored)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in params.items() if k in names})
+
+
+def save_config(cfg, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")

@@ -1,0 +1,597 @@
+"""The data layer: every supported layout of brain slices, read into the same objects.
+
+``load_dataset(layout, root)`` returns a :class:`BrainDataset` with three :class:`SliceSplit`
+objects (train, validate, test). A split holds only file names and per-image metadata; pixels are
+read when a split is iterated. Layouts (see DESIGN.md, section Data):
+
+* ``oasis``     ``keras_png_slices_{train,validate,test}/case_XXX_slice_N.nii.png`` (splits by case);
+* ``adni``      ``AD_NC/{train,test}/{AD,NC}/PATIENT_SLICE.jpeg``; validation is carved out of train
+  by patient id (seeded, stratified by label), never by slice;
+* ``folder``    any folder of PNG/JPEG slices, split at random by file (seeded);
+* ``nifti``     a folder of ``.nii``/``.nii.gz`` volumes, sliced axially, split by volume;
+* ``synthetic`` the embedded MNI152-derived cohort, written in the oasis (or adni) layout with a
+  ``cohort.json`` beside it (build it with ``brainvq synth DIR``).
+
+Memory: :meth:`SliceSplit.dataset` streams. It starts from the list of file names, decodes each
+image in a parallel ``map``, and keeps decoded images only in a cache that is in memory when the
+split at the target size is below 2 GiB and in a file on disk otherwise. NIfTI volumes are read one
+at a time by a generator. So an ADNI-size split (~30,000 slices, ~7.5 GiB as 256x256 floats) never
+has to fit in RAM; only :meth:`SliceSplit.load`, meant for small sets and figures, reads all
+pixels into one array.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import BrainVQError
+
+LAYOUTS = ("auto", "oasis", "adni", "folder", "nifti", "synthetic")
+SPLITS = ("train", "validate", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+OASIS_DIRS = tuple(f"keras_png_slices_{s}" for s in SPLITS)
+ADNI_LABELS = ("AD", "NC")
+CACHE_IN_MEMORY_BELOW = 2 * 1024**3  # bytes of float32 pixels at the target size
+SHUFFLE_BUFFER_BYTES = 1024**3  # a shuffle buffer never holds more decoded pixels than this
+_OASIS_NAME = re.compile(r"^(?P<subject>.+?)_slice_(?P<slice>\d+)")
+_PATIENT_SLICE = re.compile(r"^(?P<subject>.+)_(?P<slice>\d+)$")
+_auto_cache_files: list[str] = []
+
+
+# ----------------------------------------------------------------------------- sizes and caching
+def image_hw(image_size) -> tuple[int, int]:
+    """``128`` or ``(128, 128)`` -> ``(H, W)``; a clear error for anything else."""
+    hw = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else image_size
+    try:
+        h, w = (int(v) for v in hw)
+        ok = h > 0 and w > 0 and all(float(v) == int(v) for v in hw)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise BrainVQError(f"image size {image_size!r} is not valid; use a positive int such as 128 "
+                           f"or a pair (H, W)")
+    return h, w
+
+
+def check_image_size(image_size, factor: int) -> tuple[int, int]:
+    """Return ``(H, W)``; raise when a side is not divisible by the VQ-VAE downsampling factor."""
+    h, w = image_hw(image_size)
+    for side in dict.fromkeys((h, w)):
+        if side % factor:
+            lower, upper = side - side % factor, side - side % factor + factor
+            hint = f"{lower} or {upper}" if lower > 0 else f"{upper}"
+            raise BrainVQError(f"image size {side} is not divisible by the VQ-VAE downsampling factor "
+                               f"{factor}; use e.g. {hint}")
+    return h, w
+
+
+def resolve_cache(cache, n_images: int, image_size, threshold_bytes: int = CACHE_IN_MEMORY_BELOW,
+                  cache_dir=None, tag: str = "split") -> str | None:
+    """Where :meth:`SliceSplit.dataset` caches decoded images: ``"memory"``, a file prefix, or None.
+
+    ``cache="auto"`` keeps the split in memory when ``n_images * H * W * 4`` bytes is below
+    ``threshold_bytes`` and otherwise writes a cache file under ``cache_dir`` (default: the
+    system temp folder), removed when Python exits.
+    """
+    if cache is None or cache is False:
+        return None
+    if cache == "memory":
+        return "memory"
+    if cache != "auto":
+        Path(cache).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return str(Path(cache).expanduser())
+    h, w = image_hw(image_size)
+    if n_images * h * w * 4 < threshold_bytes:
+        return "memory"
+    folder = Path(cache_dir or Path(tempfile.gettempdir()) / "brainvq-cache").expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = str(folder / f"{tag}-{h}x{w}-{os.getpid()}-{len(_auto_cache_files)}")
+    _auto_cache_files.append(prefix)
+    return prefix
+
+
+@atexit.register
+def _remove_auto_caches():
+    for prefix in _auto_cache_files:
+        for f in Path(prefix).parent.glob(Path(prefix).name + "*"):
+            f.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- decoding
+def _decode(data):
+    """Encoded PNG/JPEG bytes -> float32 (H, W, 1) in [0, 1]; 16-bit PNGs keep their depth."""
+    import tensorflow as tf
+
+    is_png16 = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 4), b"\x89PNG"),
+                              tf.equal(tf.strings.substr(data, 24, 1), b"\x10"))
+    return tf.cond(
+        is_png16,
+        lambda: tf.cast(tf.io.decode_png(data, channels=1, dtype=tf.uint16), tf.float32) / 65535.0,
+        lambda: tf.cast(tf.io.decode_image(data, channels=1, expand_animations=False), tf.float32) / 255.0)
+
+
+def _fit(image, hw):
+    """Resize keeping the aspect ratio (antialiased bilinear), then zero-pad to exactly ``hw``."""
+    import tensorflow as tf
+
+    out = tf.image.resize_with_pad(image, hw[0], hw[1], method="bilinear", antialias=True)
+    return tf.clip_by_value(tf.ensure_shape(out, (hw[0], hw[1], 1)), 0.0, 1.0)
+
+
+class _BadVolume(ValueError):
+    """A NIfTI file that nibabel reads but that is not a single 3-D volume."""
+
+
+def _volume_header(path: str):
+    """(nibabel image, number of axial slices once made canonical); reads no voxels."""
+    import nibabel as nib
+
+    img = nib.funcs.squeeze_image(nib.load(path))
+    if len(img.shape) != 3:
+        raise _BadVolume(f"is a {len(img.shape)}-D volume; expected a 3-D volume")
+    axis = int(np.flatnonzero(nib.orientations.io_orientation(img.affine)[:, 0] == 2)[0])
+    return img, int(img.shape[axis])
+
+
+def read_volume(path: str) -> np.ndarray:
+    """A NIfTI volume as uint8 (X, Y, Z) in RAS+ orientation (axial = last axis).
+
+    Intensities are scaled to [0, 255] by the 0.5th and 99.5th percentiles of the non-zero voxels.
+    """
+    import nibabel as nib
+
+    img, _ = _volume_header(path)
+    data = np.nan_to_num(nib.as_closest_canonical(img).get_fdata(dtype=np.float32))
+    foreground = data[data != 0]
+    if foreground.size == 0:
+        return np.zeros(data.shape, np.uint8)
+    lo, hi = np.percentile(foreground, [0.5, 99.5])
+    scaled = np.clip((data - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return np.round(scaled * 255).astype(np.uint8)
+
+
+def axial_slice(volume: np.ndarray, z: int) -> np.ndarray:
+    """Slice ``z`` of a canonical volume as (H, W, 1), anterior at the top."""
+    return np.ascontiguousarray(np.rot90(volume[:, :, z]))[..., None]
+
+
+def _split_nifti_name(name: str) -> tuple[str, int]:
+    path, _, z = name.rpartition("#z=")
+    return path, int(z)
+
+
+# ----------------------------------------------------------------------------- splits
+@dataclass(frozen=True)
+class SliceSplit:
+    """One split: file names and per-image metadata, no pixels in memory."""
+
+    name: str
+    files: tuple[str, ...]
+    subjects: tuple[str, ...]
+    slices: tuple[int, ...]
+    labels: tuple[str | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def is_nifti(self) -> bool:
+        return bool(self.files) and "#z=" in self.files[0]
+
+    def metadata(self) -> list[dict]:
+        """One dict per image: file, subject, slice, label, split."""
+        return [dict(file=f, subject=s, slice=z, label=y, split=self.name)
+                for f, s, z, y in zip(self.files, self.subjects, self.slices, self.labels)]
+
+    def subset(self, indices) -> "SliceSplit":
+        """The images at ``indices`` (in that order), as a split of the same name."""
+        idx = [int(i) for i in indices]
+        return replace(self, **{k: tuple(getattr(self, k)[i] for i in idx)
+                                for k in ("files", "subjects", "slices", "labels")})
+
+    def sample(self, n: int, seed: int = 0) -> "SliceSplit":
+        """A seeded random sample of at most ``n`` images, kept in split order."""
+        if n >= len(self):
+            return self
+        return self.subset(np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False)))
+
+    def _native(self, shuffle_seed=None):
+        """tf.data of float32 (H, W, 1) images at their native size, in split order."""
+        import tensorflow as tf
+
+        if self.is_nifti:
+            def slices():
+                path, volume = None, None
+                for name in self.files:  # volumes are read one at a time
+                    p, z = _split_nifti_name(name)
+                    if p != path:
+                        path, volume = p, read_volume(p)
+                    yield axial_slice(volume, z)
+
+            ds = tf.data.Dataset.from_generator(
+                slices, output_signature=tf.TensorSpec((None, None, 1), tf.uint8))
+            return ds.map(lambda x: tf.cast(x, tf.float32) / 255.0)
+        ds = tf.data.Dataset.from_tensor_slices(list(self.files))
+        if shuffle_seed is not None:  # shuffling names is free: no decoded images are buffered
+            ds = ds.shuffle(len(self), seed=shuffle_seed, reshuffle_each_iteration=True)
+        return ds.map(lambda f: _decode(tf.io.read_file(f)), num_parallel_calls=tf.data.AUTOTUNE)
+
+    def dataset(self, image_size, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
+                cache="auto", repeat: bool = False, with_targets: bool = False,
+                drop_remainder: bool = False, factor: int | None = None,
+                cache_threshold_bytes: int = CACHE_IN_MEMORY_BELOW, cache_dir=None):
+        """A streaming ``tf.data.Dataset`` of batches (B, H, W, 1) float32 in [0, 1].
+
+        Each image is decoded to one grey channel (RGB/RGBA become grey, 16-bit PNGs are scaled
+        by 65535), resized keeping its aspect ratio and zero-padded to ``image_size``; 256x240
+        ADNI slices become 256x256 with 8 rows of padding top and bottom. Then: ``cache``
+        (``"auto"``, ``"memory"``, a file path, or None; see :func:`resolve_cache`), ``shuffle``
+        (seeded, reshuffled every epoch), ``repeat``, ``batch``, ``prefetch``. Without a cache,
+        the file names are shuffled before decoding; with one, decoded images are shuffled
+        through a buffer of ``min(len, 10000)`` images capped at 1 GiB. ``with_targets=True``
+        yields ``(x, x)`` pairs for an autoencoder. ``factor`` checks divisibility of the size.
+        """
+        import tensorflow as tf
+
+        hw = check_image_size(image_size, factor) if factor else image_hw(image_size)
+        if not len(self):
+            raise BrainVQError(f"the {self.name} split is empty; lower the fractions or add images")
+        target = resolve_cache(cache, len(self), hw, cache_threshold_bytes, cache_dir, self.name)
+        shuffle_names = shuffle and target is None and not self.is_nifti
+        ds = self._native(seed if shuffle_names else None)
+        ds = ds.map(lambda x: _fit(x, hw), num_parallel_calls=tf.data.AUTOTUNE)
+        if target is not None:
+            ds = ds.cache("" if target == "memory" else target)
+        if shuffle and not shuffle_names:
+            buffer = max(1, min(len(self), 10_000, SHUFFLE_BUFFER_BYTES // (hw[0] * hw[1] * 4)))
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        if with_targets:
+            ds = ds.map(lambda x: (x, x))
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def load(self, image_size, limit: int | None = None) -> np.ndarray:
+        """All images (or the first ``limit``) as one (N, H, W, 1) float32 array: small sets only."""
+        split = self if limit is None else self.subset(range(min(limit, len(self))))
+        if not len(split):
+            return np.zeros((0, *image_hw(image_size), 1), np.float32)
+        return np.concatenate(list(split.dataset(image_size, 256, cache=None).as_numpy_iterator()))
+
+
+def _make_split(name: str, entries) -> SliceSplit:
+    """entries: (file, subject, slice, label) tuples, sorted by subject then slice."""
+    rows = sorted(entries, key=lambda e: (e[1], e[2], e[0]))
+    cols = list(zip(*rows)) or [(), (), (), ()]
+    return SliceSplit(name, *(tuple(c) for c in cols))
+
+
+@dataclass(frozen=True)
+class BrainDataset:
+    """A data set: its three splits, the files skipped as unreadable, and how it was split."""
+
+    name: str
+    layout: str
+    root: str
+    train: SliceSplit
+    validate: SliceSplit
+    test: SliceSplit
+    skipped: tuple[tuple[str, str], ...] = ()
+    notes: str = ""
+
+    def splits(self) -> dict[str, SliceSplit]:
+        return {"train": self.train, "validate": self.validate, "test": self.test}
+
+    def summary(self, image_size=None, max_images_for_stats: int = 2000, seed: int = 0) -> dict:
+        """Counts, subjects, labels, subject overlap between splits, native sizes, intensities.
+
+        Intensity statistics (mean, std, fraction of exactly-zero pixels, fraction below 0.05)
+        are computed on a seeded sample of at most ``max_images_for_stats`` images per split, at
+        native size or at ``image_size`` when given. ``native_sizes`` counts the sampled images
+        by native size, keyed ``"HxW"`` (an ADNI slice is ``"240x256"``).
+        """
+        import tensorflow as tf
+
+        hw = image_hw(image_size) if image_size is not None else None
+        splits = self.splits()
+        out = {"name": self.name, "layout": self.layout, "root": self.root, "notes": self.notes,
+               "images": {k: len(s) for k, s in splits.items()},
+               "subjects": {k: len(set(s.subjects)) for k, s in splits.items()},
+               "shared_subjects": {f"{a}/{b}": len(set(splits[a].subjects) & set(splits[b].subjects))
+                                   for a, b in itertools.combinations(SPLITS, 2)},
+               "image_size": list(hw) if hw else None, "native_sizes": {}, "intensity": {},
+               "skipped": len(self.skipped), "skipped_files": [f for f, _ in self.skipped[:10]]}
+        if any(y is not None for s in splits.values() for y in s.labels):
+            out["labels"] = {k: {y: s.labels.count(y) for y in sorted(set(s.labels) - {None})}
+                             for k, s in splits.items()}
+        sizes: dict[str, int] = {}
+        for key, split in splits.items():
+            part = split.sample(max_images_for_stats, seed)
+            total, total_sq, zeros, dark, count = 0.0, 0.0, 0, 0, 0
+            if len(part):
+                ds = part._native().map(lambda x: (tf.shape(x)[:2], _fit(x, hw) if hw else x))
+                for shape, x in ds.as_numpy_iterator():
+                    size = f"{shape[0]}x{shape[1]}"
+                    sizes[size] = sizes.get(size, 0) + 1
+                    x = x.astype(np.float64)
+                    total, total_sq, count = total + x.sum(), total_sq + (x**2).sum(), count + x.size
+                    zeros, dark = zeros + int((x == 0).sum()), dark + int((x < 0.05).sum())
+            mean = total / max(count, 1)
+            out["intensity"][key] = {
+                "mean": float(mean), "std": float(np.sqrt(max(total_sq / max(count, 1) - mean**2, 0.0))),
+                "zero_fraction": float(zeros / max(count, 1)),
+                "background_fraction": float(dark / max(count, 1)),
+                "sampled_images": len(part)}
+        out["native_sizes"] = dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
+        return out
+
+
+# ----------------------------------------------------------------------------- checks and listing
+def _listing(folder: Path, limit: int = 8) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
+                   if not p.name.startswith("."))
+    if not names:
+        return "nothing (the folder is empty)"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _is_image_name(p: Path) -> bool:
+    return p.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _is_nifti_name(p: Path) -> bool:
+    return p.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _problem(path: str, check: str) -> str | None:
+    """Why ``path`` cannot be used as a slice image, or None when it looks fine."""
+    p = Path(path)
+    if p.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    if _is_nifti_name(p):
+        try:
+            _volume_header(path)
+        except _BadVolume as exc:
+            return str(exc)
+        except Exception as exc:  # nibabel raises many kinds for a broken file
+            return f"cannot be read as a NIfTI volume ({type(exc).__name__})"
+        return None
+    if not _is_image_name(p):
+        return "is not a PNG or JPEG image"
+    if check == "none":
+        return None
+    try:
+        with Image.open(p) as im:
+            fmt = im.format
+            im.verify()
+        if check == "full":
+            with Image.open(p) as im:
+                im.load()
+    except Exception as exc:
+        return f"cannot be read as an image ({type(exc).__name__})"
+    if fmt not in ("PNG", "JPEG"):
+        return f"is a {fmt} image; only PNG and JPEG are read"
+    return None
+
+
+def _screen(files, check: str, skip_bad: bool, skipped: list) -> list[str]:
+    good = []
+    for f in files:
+        reason = _problem(f, check)
+        if reason is None:
+            good.append(f)
+        elif skip_bad:
+            skipped.append((f, reason))
+        else:
+            raise BrainVQError(f"{f} {reason}; remove or replace it, or pass skip_bad=True to skip it")
+    return good
+
+
+def _files_in(folder: Path, split: str) -> list[str]:
+    """Every non-hidden file of a layout's split folder (non-images are reported as bad later)."""
+    if not folder.is_dir():
+        raise BrainVQError(f"{folder} is missing; the {split} split should be there")
+    files = sorted(str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise BrainVQError(f"{folder} is empty; the {split} split needs its slice images there")
+    return files
+
+
+def _seeded_split(keys, fractions, seed: int) -> list[list]:
+    """Shuffle ``keys`` (seeded) and cut off one group per fraction; the rest is returned last."""
+    keys = list(keys)
+    order = [keys[i] for i in np.random.default_rng(seed).permutation(len(keys))]
+    groups = []
+    for frac in fractions:
+        n = int(round(frac * len(keys)))
+        n = 1 if frac > 0 and n == 0 and len(order) >= 2 else n
+        groups.append(order[:n])
+        order = order[n:]
+    return groups + [order]
+
+
+def _parse_name(path: str, root: Path) -> tuple[str, int]:
+    """(subject, slice) from a file name such as case_001_slice_5.nii.png or 808819_88.jpeg."""
+    p = Path(path)
+    m = _OASIS_NAME.match(p.name) or _PATIENT_SLICE.match(p.name.split(".")[0])
+    if m:
+        return m["subject"], int(m["slice"])
+    return (p.parent.name if p.parent != root else p.name.split(".")[0]), -1
+
+
+# ----------------------------------------------------------------------------- layouts
+def _root(root) -> Path:
+    path = Path(root).expanduser().absolute()
+    if not path.exists():
+        raise BrainVQError(f"data folder {path} does not exist; check the path or set BRAINVQ_DATA_DIR")
+    if not path.is_dir():
+        raise BrainVQError(f"data folder {path} is a file, not a folder; pass the folder that holds "
+                           f"the images")
+    return path
+
+
+def _adni_base(root: Path) -> Path | None:
+    for base in (root / "AD_NC", root):
+        if (base / "train").is_dir() and (base / "test").is_dir():
+            return base
+    return None
+
+
+def detect_layout(root) -> str:
+    """Guess the layout of ``root``: "oasis", "synthetic", "adni", "nifti" or "folder"."""
+    root = _root(root)
+    synthetic = (root / "cohort.json").is_file()
+    if any((root / d).is_dir() for d in OASIS_DIRS):
+        return "synthetic" if synthetic else "oasis"
+    if (root / "AD_NC").is_dir() or _adni_base(root) is not None:
+        return "synthetic" if synthetic else "adni"
+    files = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    if any(_is_nifti_name(p) for p in files):
+        return "nifti"
+    if any(_is_image_name(p) for p in files):
+        return "folder"
+    raise BrainVQError(f"cannot tell the data layout of {root}: expected oasis (keras_png_slices_*/), "
+                       f"adni (AD_NC/), NIfTI volumes or PNG/JPEG slices, found: {_listing(root)}")
+
+
+def _load_oasis(root: Path, check, skip_bad, skipped, **_):
+    if not all((root / d).is_dir() for d in OASIS_DIRS):
+        raise BrainVQError(f"expected the oasis layout ({', '.join(d + '/' for d in OASIS_DIRS)}) "
+                           f"under {root}, found: {_listing(root)}")
+    splits = {}
+    for split, folder in zip(SPLITS, OASIS_DIRS):
+        files = _screen(_files_in(root / folder, split), check, skip_bad, skipped)
+        splits[split] = _make_split(split, [(f, *_parse_name(f, root), None) for f in files])
+    return splits, "splits by case as shipped (keras_png_slices_train/validate/test)"
+
+
+def _load_adni(root: Path, check, skip_bad, skipped, validate_fraction, seed, **_):
+    base = _adni_base(root)
+    if base is None:
+        raise BrainVQError(f"expected the adni layout (AD_NC/train/{{AD,NC}}/, AD_NC/test/{{AD,NC}}/) "
+                           f"under {root}, found: {_listing(root)}")
+    rows = {}
+    for split in ("train", "test"):
+        rows[split] = []
+        for label in ADNI_LABELS:
+            files = _screen(_files_in(base / split / label, f"{split} {label}"), check, skip_bad, skipped)
+            rows[split] += [(f, *_parse_name(f, root), label) for f in files]
+    patients_by_label = {label: sorted({r[1] for r in rows["train"] if r[3] == label})
+                         for label in ADNI_LABELS}
+    held_out = set()
+    for label, patients in patients_by_label.items():  # stratified: each label on its own
+        held_out.update(_seeded_split(patients, [validate_fraction], seed)[0])
+    splits = {"train": _make_split("train", [r for r in rows["train"] if r[1] not in held_out]),
+              "validate": _make_split("validate", [r for r in rows["train"] if r[1] in held_out]),
+              "test": _make_split("test", rows["test"])}
+    return splits, (f"test as shipped (AD_NC/test); validation carved from train by patient id "
+                    f"({validate_fraction:.0%} of patients per label, seed {seed})")
+
+
+def _load_folder(root: Path, check, skip_bad, skipped, validate_fraction, test_fraction, seed, **_):
+    files = sorted(str(p) for p in root.rglob("*")
+                   if p.is_file() and _is_image_name(p) and not p.name.startswith("."))
+    if not files:
+        raise BrainVQError(f"found no PNG or JPEG images under {root} (sub-folders included), "
+                           f"found: {_listing(root)}")
+    files = _screen(files, check, skip_bad, skipped)
+    val, test, train = _seeded_split(files, [validate_fraction, test_fraction], seed)
+    splits = {k: _make_split(k, [(f, *_parse_name(f, root), None) for f in group])
+              for k, group in zip(SPLITS, (train, val, test))}
+    return splits, (f"random split by file ({validate_fraction:.0%} validate, {test_fraction:.0%} "
+                    f"test, seed {seed}); slices of one subject may fall in several splits")
+
+
+def _load_nifti(root: Path, check, skip_bad, skipped, validate_fraction, test_fraction, seed, **_):
+    volumes = sorted(str(p) for p in root.rglob("*") if p.is_file() and _is_nifti_name(p))
+    if not volumes:
+        raise BrainVQError(f"found no .nii or .nii.gz volumes under {root}, found: {_listing(root)}")
+    volumes = _screen(volumes, "header", skip_bad, skipped)  # headers are needed for slice counts
+    val, test, train = _seeded_split(volumes, [validate_fraction, test_fraction], seed)
+    splits = {}
+    for split, group in zip(SPLITS, (train, val, test)):
+        entries = []
+        for v in group:
+            subject = re.sub(r"\.nii(\.gz)?$", "", Path(v).name, flags=re.IGNORECASE)
+            entries += [(f"{v}#z={z}", subject, z, None) for z in range(_volume_header(v)[1])]
+        splits[split] = _make_split(split, entries)
+    return splits, (f"axial slices of NIfTI volumes, split by volume ({validate_fraction:.0%} "
+                    f"validate, {test_fraction:.0%} test, seed {seed}); intensities scaled per "
+                    f"volume by the 0.5-99.5th percentiles of non-zero voxels")
+
+
+_LOADERS = {"oasis": _load_oasis, "adni": _load_adni, "folder": _load_folder, "nifti": _load_nifti}
+
+
+def _cohort_labels(meta: dict) -> dict[str, str]:
+    """cohort.json ``labels`` as {subject: label}; accepts {subject: label} or {label: [subjects]}."""
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, dict):
+        return {}
+    if all(isinstance(v, list) for v in labels.values()):
+        return {s: label for label, subjects in labels.items() for s in subjects}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def load_dataset(layout: str, root, *, validate_fraction: float = 0.1, test_fraction: float = 0.1,
+                 seed: int = 0, skip_bad: bool = False, check: str = "header") -> BrainDataset:
+    """Read the data set at ``root`` in ``layout`` (one of LAYOUTS) into three splits.
+
+    ``check="header"`` opens every image header with Pillow now, so a corrupt, empty or non-image
+    file stops loading with its name (``"full"`` decodes every image; ``"none"`` checks only that
+    files are non-empty images by name). With ``skip_bad=True`` such files are skipped instead,
+    listed in ``BrainDataset.skipped`` and counted in a warning. ``validate_fraction`` and
+    ``test_fraction`` apply where a layout has no such split of its own (seeded by ``seed``).
+    """
+    if layout not in LAYOUTS:
+        raise BrainVQError(f"unknown data layout {layout!r}; use one of: {', '.join(LAYOUTS)}")
+    if check not in ("none", "header", "full"):
+        raise BrainVQError(f"unknown check {check!r}; use 'header', 'full' or 'none'")
+    for frac_name, frac in (("validate_fraction", validate_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= frac < 1:
+            raise BrainVQError(f"{frac_name}={frac} must be in [0, 1)")
+    if validate_fraction + test_fraction >= 1:
+        raise BrainVQError(f"validate_fraction + test_fraction = {validate_fraction + test_fraction} "
+                           f"leaves nothing to train on; keep their sum below 1")
+    if layout == "synthetic" and not Path(root).expanduser().exists():
+        raise BrainVQError(f"synthetic cohort not found at {root}; build it with `brainvq synth {root}`")
+    path = _root(root)
+    kind = detect_layout(path) if layout == "auto" else layout
+    name, meta = kind, None
+    if kind == "synthetic":
+        meta = {}
+        if (path / "cohort.json").is_file():
+            try:
+                meta = json.loads((path / "cohort.json").read_text())
+            except json.JSONDecodeError as exc:
+                raise BrainVQError(f"{path / 'cohort.json'} is not valid JSON ({exc.msg}); rebuild the "
+                                   f"cohort with `brainvq synth {path}`") from None
+        name = meta.get("name", "synthetic (MNI152-derived)")
+        kind = "adni" if _adni_base(path) is not None and not (path / OASIS_DIRS[0]).is_dir() else "oasis"
+    skipped: list[tuple[str, str]] = []
+    splits, notes = _LOADERS[kind](path, check=check, skip_bad=skip_bad, skipped=skipped, seed=seed,
+                                   validate_fraction=validate_fraction, test_fraction=test_fraction)
+    labels = _cohort_labels(meta or {})
+    if labels:
+        splits = {k: replace(s, labels=tuple(labels.get(subj, y) for subj, y in zip(s.subjects, s.labels)))
+                  for k, s in splits.items()}
+    if skipped:
+        first = ", ".join(Path(f).name for f, _ in skipped[:3])
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s) under {path}: {first}"
+                      f"{' ...' if len(skipped) > 3 else ''}", stacklevel=2)
+    return BrainDataset(name=name, layout="synthetic" if meta is not None else kind, root=str(path),
+                        skipped=tuple(skipped), notes=notes, **splits)

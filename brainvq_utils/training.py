@@ -1,0 +1,207 @@
+"""Training and evaluation of the VQ-VAE: fit with checkpoints, resume and monitors.
+
+``train_vqvae`` builds (or resumes) the model, fits it with a per-epoch cosine
+learning-rate schedule, logs validation SSIM, codebook usage and perplexity every
+epoch, writes a checkpoint after every epoch and stops at a time budget. Killed half
+way, the next call continues from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import metrics
+from .config import VQVAEConfig, save_config
+from .errors import BrainVQError
+from .runs import read_json, write_json
+from .vqvae import build_vqvae
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+class CodebookMonitor(keras.callbacks.Callback):
+    """Codebook usage (fraction of codes won at least once) and perplexity per epoch."""
+
+    def __init__(self, quantizer):
+        super().__init__()
+        self.quantizer = quantizer
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.quantizer.usage_counts.assign(np.zeros(self.quantizer.num_codes, np.float32))
+
+    def on_epoch_end(self, epoch, logs=None):
+        stats = metrics.codebook_stats(_numpy(self.quantizer.usage_counts))
+        logs["codebook_usage"] = stats["used_fraction"]
+        logs["perplexity"] = stats["perplexity"]
+        logs["restarts"] = float(_numpy(self.quantizer.restarts))
+
+
+class ValidationSSIM(keras.callbacks.Callback):
+    """Mean SSIM and MSE of reconstructions over the whole validation split."""
+
+    def __init__(self, val_ds):
+        super().__init__()
+        self.val_ds = val_ds
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores = reconstruction_scores(self.model, self.val_ds)
+        logs["val_ssim"] = float(scores["ssim"].mean())
+        logs["val_mse"] = float(scores["mse"].mean())
+
+
+class CosineByProgress(keras.callbacks.Callback):
+    """Cosine learning rate, set at each epoch from the share of epochs or time used.
+
+    Progress is the larger of (epochs done / epochs) and (seconds used / time budget),
+    so a time-limited run still ends at a low learning rate.
+    """
+
+    def __init__(self, base_lr, epochs, budget_s, clock, floor=0.05):
+        super().__init__()
+        self.base_lr, self.epochs, self.budget_s = base_lr, epochs, budget_s
+        self.clock, self.floor = clock, floor
+
+    def on_epoch_begin(self, epoch, logs=None):
+        progress = epoch / self.epochs
+        if self.budget_s:
+            progress = max(progress, self.clock.seconds() / self.budget_s)
+        scale = self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        self.model.optimizer.learning_rate.assign(self.base_lr * scale)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["learning_rate"] = float(_numpy(self.model.optimizer.learning_rate))
+
+
+class TrainClock(keras.callbacks.Callback):
+    """Counts training seconds (earlier sessions included) and enforces the budget."""
+
+    def __init__(self, spent_s=0.0, budget_s=0.0):
+        super().__init__()
+        self.spent_s, self.budget_s, self._start = spent_s, budget_s, None
+
+    def seconds(self):
+        return self.spent_s + (time.perf_counter() - self._start if self._start else 0.0)
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise BrainVQError(
+                f"the training loss became {float(loss)} at batch {batch}; lower learning_rate "
+                f"(e.g. -p learning_rate=5e-4) or check the input images for NaN values")
+        if self.budget_s and self.seconds() >= self.budget_s:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["train_seconds"] = self.seconds()
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch: the model (with optimizer) and the history so far."""
+
+    def __init__(self, folder, history):
+        super().__init__()
+        self.folder, self.history = Path(folder), history
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        tmp = self.folder / "vqvae_last.tmp.keras"
+        self.model.save(tmp)
+        os.replace(tmp, self.folder / "vqvae_last.keras")
+        write_json(self.folder / "vqvae_state.json",
+                   {"epoch": epoch, "history": self.history, "finished": False})
+
+
+def compile_vqvae(model, cfg: VQVAEConfig):
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="mse")
+    return model
+
+
+def train_vqvae(train_ds, val_ds, cfg: VQVAEConfig, image_size, run_dir, *, retrain=False,
+                tensorboard=False, verbose=2):
+    """Fit a VQ-VAE, or continue an interrupted fit, or load a finished one.
+
+    ``train_ds`` yields (x, x) batches, ``val_ds`` yields x batches. Returns
+    ``(model, history)``; the model is also saved as ``run_dir/vqvae.keras``.
+    """
+    run_dir = Path(run_dir)
+    final = run_dir / "vqvae.keras"
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    state = read_json(ckpt_dir / "vqvae_state.json")
+    if final.exists() and not retrain:
+        print(f"{final} exists: loading it instead of training (pass retrain=True to train again)")
+        return keras.saving.load_model(final), state.get("history", {})
+    if retrain:
+        state = {}
+    if state and (ckpt_dir / "vqvae_last.keras").exists():
+        model = keras.saving.load_model(ckpt_dir / "vqvae_last.keras")
+        history = state["history"]
+        initial_epoch = state["epoch"] + 1
+        print(f"resuming from the checkpoint of epoch {initial_epoch} in {ckpt_dir}")
+    else:
+        model = compile_vqvae(build_vqvae(
+            image_size, cfg.num_codes, cfg.code_dim, cfg.channels, cfg.res_blocks, cfg.downsample,
+            cfg.beta, cfg.update, cfg.decay, cfg.restart_below, cfg.architecture, cfg.seed), cfg)
+        history, initial_epoch = {}, 0
+    save_config(cfg, run_dir / "vqvae_config.json")
+    spent = history.get("train_seconds", [0.0])[-1]
+    clock = TrainClock(spent, cfg.time_budget_s)
+    callbacks = [clock, CosineByProgress(cfg.learning_rate, cfg.epochs, cfg.time_budget_s, clock),
+                 CodebookMonitor(model.quantizer), ValidationSSIM(val_ds),
+                 EpochCheckpoint(ckpt_dir, history)]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs" / "vqvae")))
+    done_by_time = cfg.time_budget_s and spent >= cfg.time_budget_s
+    if initial_epoch < cfg.epochs and not done_by_time:
+        keras.utils.set_random_seed(cfg.seed + initial_epoch)
+        model.fit(train_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                  verbose=verbose)
+    model.save(final)
+    write_json(ckpt_dir / "vqvae_state.json",
+               {"epoch": len(history.get("loss", [])) - 1, "history": history, "finished": True})
+    return model, history
+
+
+def reconstruction_scores(model, dataset, codes=True) -> dict:
+    """Per-image SSIM, PSNR and MSE of ``model.reconstruct`` over a dataset of x batches,
+    plus the code histogram. Streams batch by batch."""
+    ssim, psnr, mse, counts = [], [], [], np.zeros(model.num_codes, np.int64)
+    for batch in dataset:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x = np.asarray(x)
+        idx = _numpy(model.encode(x))
+        recon = _numpy(model.decode(idx))
+        ssim.append(metrics.ssim(x, recon))
+        psnr.append(metrics.psnr(x, recon))
+        mse.append(np.mean((x - recon) ** 2, axis=(1, 2, 3)))
+        if codes:
+            counts += np.bincount(idx.ravel(), minlength=model.num_codes)
+    if not ssim:
+        raise BrainVQError("the evaluation split is empty: nothing to score")
+    return {"ssim": np.concatenate(ssim), "psnr": np.concatenate(psnr),
+            "mse": np.concatenate(mse), "code_counts": counts}
+
+
+def vqvae_metrics(model, scores, train_seconds) -> dict:
+    """The ``vqvae`` section of metrics.json from ``reconstruction_scores`` on the test split."""
+    ssim = metrics.summarize(scores["ssim"], "test_ssim_")
+    usage = metrics.codebook_stats(scores["code_counts"])
+    finite_psnr = scores["psnr"][np.isfinite(scores["psnr"])]
+    return {**ssim, "test_psnr_mean": float(finite_psnr.mean()) if finite_psnr.size else float("inf"),
+            "codebook_size": int(model.num_codes), "codebook_used_fraction": usage["used_fraction"],
+            "perplexity": usage["perplexity"], "latent_grid": list(model.latent_grid),
+            "train_seconds": float(train_seconds), "test_images": int(len(scores["ssim"]))}

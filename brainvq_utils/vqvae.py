@@ -1,0 +1,333 @@
+"""The VQ-VAE: encoder, vector quantiser, decoder (Keras 3, backend-agnostic).
+
+The objective for an input x, encoder output z_e(x), nearest codebook vector e and
+decoder output x_hat (van den Oord et al. 2017, "Neural Discrete Representation
+Learning"):
+
+    L = ||x - x_hat||^2  +  ||sg[z_e] - e||^2  +  beta * ||z_e - sg[e]||^2
+        reconstruction      codebook                commitment
+
+``sg`` is stop-gradient. The argmin that picks ``e`` has no gradient, so the decoder's
+gradient is copied straight through to the encoder (the straight-through estimator):
+``z_q = z_e + sg(e - z_e)`` equals ``e`` forward and has the gradient of ``z_e``.
+
+With ``update="ema"`` the codebook term is replaced by exponential moving averages of
+the vectors each code wins (van den Oord et al., appendix; Razavi et al. 2019), with
+Laplace smoothing of the counts. In both modes codes whose moving-average usage falls
+below ``restart_below`` vectors per batch are restarted from current encoder outputs,
+drawn with probability proportional to their squared quantisation error; since every
+count starts at zero, the first training batch initialises the whole codebook this way.
+
+Every state change happens inside ``call`` on non-trainable variables (as
+BatchNormalization does), so the same code trains on TensorFlow, JAX and PyTorch.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from .errors import BrainVQError
+
+PACKAGE = "brainvq"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class VectorQuantizer(layers.Layer):
+    """Maps each D-dimensional vector of a (B, h, w, D) tensor to its nearest code.
+
+    Args:
+        num_codes: codebook size K.
+        code_dim: vector length D (the encoder's last axis).
+        beta: commitment cost.
+        update: ``"ema"`` (moving averages) or ``"gradient"`` (codebook loss).
+        decay: EMA decay, for the codebook (ema) and for the usage counts (both).
+        epsilon: Laplace smoothing of the EMA counts.
+        restart_below: a code whose EMA count (vectors won per batch) is below this is
+            restarted from an encoder output; 0 disables restarts (and data init).
+        seed: seed of the restart draws.
+    """
+
+    def __init__(self, num_codes=256, code_dim=32, beta=0.25, update="ema", decay=0.99,
+                 epsilon=1e-5, restart_below=1.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if update not in ("ema", "gradient"):
+            raise BrainVQError(f"codebook update {update!r} is not known; use 'ema' or 'gradient'")
+        if int(num_codes) < 2 or int(code_dim) < 1:
+            raise BrainVQError(f"codebook of {num_codes} codes of {code_dim} dims: need >= 2 codes, >= 1 dim")
+        if not 0.0 < float(decay) < 1.0:
+            raise BrainVQError(f"EMA decay {decay} must lie strictly between 0 and 1, e.g. 0.99")
+        self.num_codes = int(num_codes)
+        self.code_dim = int(code_dim)
+        self.beta = float(beta)
+        self.update = update
+        self.decay = float(decay)
+        self.epsilon = float(epsilon)
+        self.restart_below = float(restart_below)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.code_dim:
+            raise BrainVQError(
+                f"encoder gives vectors of {input_shape[-1]} dims but the codebook has {self.code_dim}")
+        k, d = self.num_codes, self.code_dim
+        init = keras.initializers.RandomUniform(-1.0 / k, 1.0 / k, seed=self.seed)
+        # ``base`` holds the codebook (ema) or the part of it that restarts set (gradient).
+        self.base = self.add_weight(shape=(k, d), initializer=init, trainable=False, name="base")
+        if self.update == "gradient":
+            self.delta = self.add_weight(shape=(k, d), initializer="zeros", trainable=True, name="delta")
+        else:
+            self.ema_sum = self.add_weight(shape=(k, d), initializer="zeros", trainable=False, name="ema_sum")
+        self.ema_count = self.add_weight(shape=(k,), initializer="zeros", trainable=False, name="ema_count")
+        # Codes won since the last reset; a callback resets it every epoch.
+        self.usage_counts = self.add_weight(shape=(k,), initializer="zeros", trainable=False,
+                                            name="usage_counts")
+        self.restarts = self.add_weight(shape=(), initializer="zeros", trainable=False, name="restarts")
+        super().build(input_shape)
+
+    @property
+    def codebook(self):
+        """The (K, D) codebook as a tensor."""
+        if self.update == "gradient":
+            return self.base + self.delta
+        return ops.convert_to_tensor(self.base)
+
+    def _distances(self, flat, codebook):
+        return (ops.sum(flat**2, axis=1, keepdims=True)
+                - 2.0 * ops.matmul(flat, ops.transpose(codebook))
+                + ops.sum(codebook**2, axis=1)[None, :])
+
+    def indices(self, z):
+        """Code index of every vector: (B, h, w, D) -> (B, h, w) int32."""
+        shape = ops.shape(z)
+        flat = ops.reshape(z, (-1, self.code_dim))
+        idx = ops.argmin(self._distances(flat, self.codebook), axis=1)
+        return ops.cast(ops.reshape(idx, shape[:-1]), "int32")
+
+    def lookup(self, indices):
+        """Codebook vectors of a code map: (B, h, w) int -> (B, h, w, D)."""
+        return ops.take(self.codebook, ops.cast(indices, "int32"), axis=0)
+
+    def call(self, z, training=False):
+        shape = ops.shape(z)
+        flat = ops.reshape(z, (-1, self.code_dim))
+        codebook = self.codebook
+        dist = self._distances(flat, codebook)
+        idx = ops.argmin(dist, axis=1)
+        quantized = ops.reshape(ops.take(codebook, idx, axis=0), shape)
+
+        z_sg, q_sg = ops.stop_gradient(z), ops.stop_gradient(quantized)
+        self.add_loss(self.beta * ops.mean((z - q_sg) ** 2))
+        if self.update == "gradient":
+            self.add_loss(ops.mean((z_sg - quantized) ** 2))
+        if training:
+            self._update_state(ops.stop_gradient(flat), idx, ops.min(ops.stop_gradient(dist), axis=1))
+        # Straight-through estimator: forward value of the code, gradient of z.
+        return z + ops.stop_gradient(quantized - z)
+
+    def _update_state(self, flat, idx, min_dist):
+        k = self.num_codes
+        onehot = ops.one_hot(idx, k, dtype=flat.dtype)
+        counts = ops.sum(onehot, axis=0)
+        self.usage_counts.assign(self.usage_counts + counts)
+        ema_count = self.decay * self.ema_count + (1.0 - self.decay) * counts
+        if self.update == "ema":
+            ema_sum = self.decay * self.ema_sum + (1.0 - self.decay) * ops.matmul(ops.transpose(onehot), flat)
+            n = ops.sum(ema_count)
+            smoothed = (ema_count + self.epsilon) / (n + k * self.epsilon) * n
+            base = ema_sum / smoothed[:, None]
+        else:
+            base = ops.convert_to_tensor(self.base)
+        if self.restart_below > 0:
+            dead = ema_count < self.restart_below
+            # Candidates drawn in proportion to their squared quantisation error.
+            logits = ops.log(ops.maximum(min_dist, 1e-12))[None, :]
+            pick = keras.random.categorical(logits, k, seed=self.seed_generator)[0]
+            candidates = ops.take(flat, pick, axis=0)
+            fresh = 2.0 * self.restart_below
+            if self.update == "ema":
+                base = ops.where(dead[:, None], candidates, base)
+                ema_sum = ops.where(dead[:, None], candidates * fresh, ema_sum)
+            else:
+                base = ops.where(dead[:, None], candidates - self.delta, base)
+            ema_count = ops.where(dead, fresh, ema_count)
+            self.restarts.assign(self.restarts + ops.sum(ops.cast(dead, "float32")))
+        self.ema_count.assign(ema_count)
+        if self.update == "ema":
+            self.ema_sum.assign(ema_sum)
+        self.base.assign(base)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_codes=self.num_codes, code_dim=self.code_dim, beta=self.beta,
+                      update=self.update, decay=self.decay, epsilon=self.epsilon,
+                      restart_below=self.restart_below, seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ResidualBlock(layers.Layer):
+    """x + conv1x1(relu(conv3x3(relu(x)))), as in the VQ-VAE paper."""
+
+    def __init__(self, channels, hidden=None, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.hidden = int(hidden or channels)
+        self.conv1 = layers.Conv2D(self.hidden, 3, padding="same")
+        self.conv2 = layers.Conv2D(self.channels, 1)
+
+    def build(self, input_shape):
+        self.conv1.build(input_shape)
+        self.conv2.build((*input_shape[:-1], self.hidden))
+        super().build(input_shape)
+
+    def call(self, x):
+        return x + self.conv2(ops.relu(self.conv1(ops.relu(x))))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels, hidden=self.hidden)
+        return config
+
+
+ARCHITECTURES = ("residual", "keras_io")
+
+
+def check_downsample(downsample: int) -> int:
+    if downsample not in (4, 8):
+        raise BrainVQError(f"downsampling factor {downsample} is not supported; use 4 or 8")
+    return downsample
+
+
+def build_encoder(image_shape, code_dim=32, channels=64, res_blocks=2, downsample=4,
+                  architecture="residual", name="encoder"):
+    """(H, W, 1) image -> (H/f, W/f, code_dim) vectors, f = ``downsample``."""
+    check_downsample(downsample)
+    inputs = keras.Input(shape=tuple(image_shape))
+    if architecture == "keras_io":
+        # The keras.io VQ-VAE example: two stride-2 convolutions and a 1x1 projection.
+        x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(inputs)
+        x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
+        return keras.Model(inputs, layers.Conv2D(code_dim, 1, padding="same")(x), name=name)
+    if architecture != "residual":
+        raise BrainVQError(f"architecture {architecture!r} is not known; use one of {ARCHITECTURES}")
+    n_down = 2 if downsample == 4 else 3
+    widths = [max(channels // 2 ** (n_down - 1 - i), 16) for i in range(n_down)]
+    x = inputs
+    for i, width in enumerate(widths):
+        x = layers.Conv2D(width, 4, strides=2, padding="same", name=f"down{i}")(x)
+        x = layers.ReLU()(x) if i < n_down - 1 else x
+    x = layers.Conv2D(channels, 3, padding="same")(x)
+    for i in range(res_blocks):
+        x = ResidualBlock(channels, name=f"res{i}")(x)
+    x = layers.ReLU()(x)
+    return keras.Model(inputs, layers.Conv2D(code_dim, 1, name="to_codes")(x), name=name)
+
+
+def build_decoder(latent_shape, channels=64, res_blocks=2, downsample=4,
+                  architecture="residual", name="decoder"):
+    """(h, w, D) quantised vectors -> (h*f, w*f, 1) image."""
+    check_downsample(downsample)
+    inputs = keras.Input(shape=tuple(latent_shape))
+    if architecture == "keras_io":
+        x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(inputs)
+        x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(x)
+        return keras.Model(inputs, layers.Conv2DTranspose(1, 3, padding="same")(x), name=name)
+    if architecture != "residual":
+        raise BrainVQError(f"architecture {architecture!r} is not known; use one of {ARCHITECTURES}")
+    n_up = 2 if downsample == 4 else 3
+    x = layers.Conv2D(channels, 3, padding="same")(inputs)
+    for i in range(res_blocks):
+        x = ResidualBlock(channels, name=f"res{i}")(x)
+    for i in range(n_up):
+        width = max(channels // 2 ** (i + 1), 16)
+        x = layers.ReLU()(x)
+        x = layers.Conv2DTranspose(width, 4, strides=2, padding="same", name=f"up{i}")(x)
+    x = layers.ReLU()(x)
+    # A ReLU output gives exact zeros in the background, where SSIM is most sensitive.
+    outputs = layers.Conv2D(1, 3, padding="same", activation="relu", name="to_image")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class VQVAE(keras.Model):
+    """Encoder -> VectorQuantizer -> decoder. ``model(x)`` returns reconstructions."""
+
+    def __init__(self, encoder, quantizer, decoder, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.quantizer = quantizer
+        self.decoder = decoder
+
+    @property
+    def downsample(self) -> int:
+        return int(self.encoder.input_shape[1] // self.encoder.output_shape[1])
+
+    @property
+    def latent_grid(self) -> tuple[int, int]:
+        return tuple(int(s) for s in self.encoder.output_shape[1:3])
+
+    @property
+    def num_codes(self) -> int:
+        return self.quantizer.num_codes
+
+    def build(self, input_shape):
+        self.quantizer.build(self.encoder.compute_output_shape(input_shape))
+        self.built = True
+
+    def call(self, x, training=False):
+        return self.decoder(self.quantizer(self.encoder(x), training=training))
+
+    def encode(self, x):
+        """Images (B, H, W, 1) -> code maps (B, h, w) int32."""
+        return self.quantizer.indices(self.encoder(x))
+
+    def decode(self, codes):
+        """Code maps (B, h, w) -> images (B, H, W, 1) clipped to [0, 1]."""
+        return ops.clip(self.decoder(self.quantizer.lookup(codes)), 0.0, 1.0)
+
+    def reconstruct(self, x):
+        """Inference-time reconstruction, clipped to [0, 1]."""
+        return ops.clip(self(x, training=False), 0.0, 1.0)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("encoder", "quantizer", "decoder"):
+            config[key] = keras.saving.serialize_keras_object(getattr(self, key))
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        parts = {key: keras.saving.deserialize_keras_object(config.pop(key))
+                 for key in ("encoder", "quantizer", "decoder")}
+        return cls(**parts, **config)
+
+
+def build_vqvae(image_size=(128, 128), num_codes=256, code_dim=32, channels=64, res_blocks=2,
+                downsample=4, beta=0.25, update="ema", decay=0.99, restart_below=1.0,
+                architecture="residual", seed=0) -> VQVAE:
+    """Build an unbuilt-weights-free VQ-VAE for (H, W, 1) images in [0, 1]."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    check_downsample(downsample)
+    if architecture == "keras_io" and downsample != 4:
+        raise BrainVQError("the keras_io architecture downsamples by 4 only")
+    for side in (h, w):
+        if side % downsample:
+            raise BrainVQError(
+                f"image size {side} is not divisible by the VQ-VAE downsampling factor {downsample}; "
+                f"use e.g. {side - side % downsample or downsample} or {side - side % downsample + downsample}")
+    encoder = build_encoder((h, w, 1), code_dim, channels, res_blocks, downsample, architecture)
+    decoder = build_decoder((*encoder.output_shape[1:3], code_dim), channels, res_blocks,
+                            downsample, architecture)
+    quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, update=update, decay=decay,
+                                restart_below=restart_below, seed=seed, name="quantizer")
+    model = VQVAE(encoder, quantizer, decoder, name="vqvae")
+    model.build((None, h, w, 1))
+    return model
