@@ -595,3 +595,41 @@ def load_dataset(layout: str, root, *, validate_fraction: float = 0.1, test_frac
                       f"{' ...' if len(skipped) > 3 else ''}", stacklevel=2)
     return BrainDataset(name=name, layout="synthetic" if meta is not None else kind, root=str(path),
                         skipped=tuple(skipped), notes=notes, **splits)
+
+
+# ----------------------------------------------------------------------------- views for notebooks
+def one_slice_per_subject(split: SliceSplit, n: int = 16) -> SliceSplit:
+    """The middle slice of each of the first ``n`` subjects of a split (one row of a grid)."""
+    by_subject: dict[str, list[int]] = {}
+    for i, subject in enumerate(split.subjects):
+        by_subject.setdefault(subject, []).append(i)
+    picks = []
+    for indices in list(by_subject.values())[:n]:
+        ordered = sorted(indices, key=lambda i: split.slices[i])
+        picks.append(ordered[len(ordered) // 2])
+    return split.subset(picks)
+
+
+def subject_slices(split: SliceSplit, subject: str) -> SliceSplit:
+    """All slices of one subject, in slice order."""
+    picks = sorted((i for i, s in enumerate(split.subjects) if s == subject), key=lambda i: split.slices[i])
+    if not picks:
+        raise BrainVQError(f"subject {subject!r} is not in the {split.name} split")
+    return split.subset(picks)
+
+
+def format_summary(summary: dict) -> str:
+    """A small text table of ``BrainDataset.summary()``."""
+    lines = [f"{summary['name']} ({summary['layout']} layout)",
+             f"{'split':<10}{'images':>8}{'subjects':>10}{'mean':>8}{'std':>8}{'zero px':>9}"]
+    for split in SPLITS:
+        stats = summary["intensity"].get(split, {})
+        lines.append(f"{split:<10}{summary['images'][split]:>8}{summary['subjects'][split]:>10}"
+                     f"{stats.get('mean', float('nan')):>8.3f}{stats.get('std', float('nan')):>8.3f}"
+                     f"{stats.get('zero_fraction', float('nan')):>9.1%}")
+    lines.append(f"native sizes: {summary['native_sizes']}; pipeline size: {summary['image_size']}")
+    if "labels" in summary:
+        lines.append(f"labels: {summary['labels']}")
+    if summary.get("skipped"):
+        lines.append(f"skipped files: {summary['skipped']}")
+    return "\n".join(lines)

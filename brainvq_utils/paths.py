@@ -26,7 +26,3 @@ def runs_dir() -> Path:
 def notebooks_dir() -> Path:
     return PROJ_ROOT / "notebooks"
 
-
-def synthetic_dir(profile: str = "demo") -> Path:
-    """Default home of the embedded synthetic cohort for a profile."""
-    return data_dir() / f"synthetic-{profile}"

@@ -36,6 +36,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -132,11 +133,13 @@ def _render(vols: dict, index: int, seed: int, size: int, slices: int, atrophy: 
     bgrid = grid * (np.array(log_bias.shape)[:, None] - 1) / (np.array(disp.shape[1:])[:, None] - 1)
     bias = np.exp(ndi.map_coordinates(log_bias, bgrid, order=3, mode="nearest"))
 
-    # Bilinear upsampling (slices, n_c, n_c) -> (slices, n_px, n_px) as W @ F @ W.T.
+    # Bilinear upsampling (slices, n_c, n_c) -> (slices, n_px, n_px), one axis at a time.
     pos = np.arange(n_px) * (n_c - 1) / (n_px - 1)
-    w = np.maximum(0, 1 - np.abs(pos[:, None] - np.arange(n_c)[None, :])).astype(np.float32)
+    i0 = np.minimum(pos.astype(int), n_c - 2)
+    f = (pos - i0).astype(np.float32)
     fields = np.concatenate([q, bias[None]]).reshape(4, slices, n_c, n_c).astype(np.float32)
-    fields = w @ fields @ w.T
+    fields = fields[..., i0] * (1 - f) + fields[..., i0 + 1] * f
+    fields = fields[:, :, i0] * (1 - f[:, None]) + fields[:, :, i0 + 1] * f[:, None]
     coords, bias = fields[:3], fields[3]
     img = ndi.map_coordinates(vols["t"], coords, order=1, cval=0.0)
     if atrophy:
@@ -186,6 +189,15 @@ def _split(ids: list, fractions: dict, rng) -> dict:
     for k in names[1:]:
         out[k], start = ids[start:start + counts[k]], start + counts[k]
     return out
+
+
+def _context():
+    """fork where it is safe (fast, and plain scripts need no ``__main__`` guard); spawn once a
+    threaded framework is loaded, since forking a process that runs its threads can deadlock."""
+    threaded = any(m in sys.modules for m in ("tensorflow", "torch", "jax"))
+    if "fork" in multiprocessing.get_all_start_methods() and not threaded:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 def _init_worker(vols):
@@ -268,8 +280,8 @@ def build_cohort(out_dir, subjects: int = DEMO_SUBJECTS, seed: int = 0, size: in
     if workers == 1:
         done = map(_write_subject, jobs)
         pool = None
-    else:  # spawn: safe even when the parent already runs TensorFlow threads
-        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (_load_volumes(atrophy),))
+    else:
+        pool = _context().Pool(workers, _init_worker, (_load_volumes(atrophy),))
         done = pool.imap_unordered(_write_subject, jobs)
     try:
         if progress:

@@ -1,0 +1,102 @@
+"""The ``brainvq`` command: run the pipeline, build the synthetic cohort, benchmark.
+
+    brainvq run   [--profile P] [--dataset D] [--data-dir DIR] [--run-dir DIR] [-p KEY=VALUE ...]
+    brainvq synth DIR [--subjects N] [--seed S] [--size N] [--layout oasis|adni]
+    brainvq bench NAME [args ...]        (NAME: a script bench/bench_NAME.py)
+
+User errors (BrainVQError) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+import sys
+
+from .errors import BrainVQError
+
+
+def _key_values(items) -> dict:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BrainVQError(f"parameter {item!r} is not KEY=VALUE (e.g. -p epochs=5)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _cmd_run(args) -> int:
+    from .pipeline import run_notebooks
+    run_notebooks(args.run_dir, profile=args.profile, dataset=args.dataset, data_dir=args.data_dir,
+                  overrides=_key_values(args.param), overwrite=args.overwrite, only=args.only)
+    return 0
+
+
+def _cmd_synth(args) -> int:
+    from .synthetic import build_cohort
+    manifest = build_cohort(args.dir, subjects=args.subjects, seed=args.seed, size=args.size,
+                            layout=args.layout, atrophy=args.atrophy, overwrite=args.overwrite,
+                            progress=True)
+    n = manifest["subjects"] * manifest["slices_per_subject"]
+    print(f"wrote {n} slices of {manifest['subjects']} subjects ({args.layout} layout) to {args.dir} "
+          f"in {manifest.get('build_seconds', float('nan')):.1f} s")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from .paths import PROJ_ROOT
+    script = PROJ_ROOT / "bench" / f"bench_{args.name}.py"
+    if not script.exists():
+        known = sorted(p.stem[len("bench_"):] for p in (PROJ_ROOT / "bench").glob("bench_*.py"))
+        raise BrainVQError(f"no benchmark {args.name!r}; known: {', '.join(known) or 'none'}")
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brainvq", description="VQ-VAE + PixelCNN brain MRI slices")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the notebooks headless into a run directory")
+    run.add_argument("--profile", default="demo", help="smoke | demo | full (default demo)")
+    run.add_argument("--dataset", default="synthetic", help="synthetic | oasis | adni | folder | nifti | auto")
+    run.add_argument("--data-dir", default=None, help="folder of the data set (default: the synthetic cohort)")
+    run.add_argument("--run-dir", default=None, help="run directory (default runs/<profile>-<time>)")
+    run.add_argument("--overwrite", action="store_true", help="write over an existing run directory")
+    run.add_argument("--only", nargs="*", default=None, help="notebook prefixes to run, e.g. 01 02")
+    run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="override one parameter")
+    run.set_defaults(func=_cmd_run)
+
+    synth = sub.add_parser("synth", help="write the synthetic MNI152-derived cohort")
+    synth.add_argument("dir")
+    synth.add_argument("--subjects", type=int, default=100)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=int, default=256)
+    synth.add_argument("--layout", default="oasis", choices=["oasis", "adni"])
+    synth.add_argument("--atrophy", action="store_true", help="add the simulated-atrophy group")
+    synth.add_argument("--overwrite", action="store_true")
+    synth.set_defaults(func=_cmd_synth)
+
+    bench = sub.add_parser("bench", help="run a benchmark from bench/")
+    bench.add_argument("name")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrainVQError as err:
+        print(f"brainvq: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("brainvq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

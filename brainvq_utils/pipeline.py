@@ -1,0 +1,160 @@
+"""How the notebooks are wired: their shared setup, their data, their headless run.
+
+Every notebook starts with ``ctx = pipeline.start(profile, dataset, data_dir, run_dir,
+overrides)``: it resolves the parameters, the run directory and the figure folder,
+and prints where things are. ``run_notebooks`` executes the notebooks in order with
+papermill, one progress line each.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths, plotting
+from .config import DataConfig, load_params, stage_config
+from .errors import BrainVQError
+from .runs import default_run_dir, new_run_dir, read_json, require, update_metrics, write_json
+
+NOTEBOOKS = ("01_data_exploration", "02_vqvae_training", "03_codebook_inspection",
+             "04_pixelcnn_training", "05_generation_and_evaluation")
+
+
+def print_versions() -> dict:
+    """Print (and return) the versions that matter, as MONAI's print_config does."""
+    import keras
+    import numpy
+    import tensorflow
+
+    from . import __version__
+    info = {"brainvq_utils": __version__, "python": platform.python_version(),
+            "keras": keras.__version__, "backend": keras.backend.backend(),
+            "tensorflow": tensorflow.__version__, "numpy": numpy.__version__,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
+    for key, value in info.items():
+        print(f"{key:>14}: {value}")
+    return info
+
+
+@dataclass
+class NotebookContext:
+    params: dict
+    run_dir: Path
+
+    @property
+    def profile(self) -> str:
+        return self.params["profile"]
+
+    @property
+    def data(self) -> DataConfig:
+        return stage_config(DataConfig, self.params)
+
+    def stage(self, cls):
+        return stage_config(cls, self.params)
+
+
+def start(profile: str = "demo", dataset: str = "synthetic", data_dir=None, run_dir=None,
+          overrides: dict | None = None, interactive_logging: bool | None = None) -> NotebookContext:
+    """Resolve parameters and run directory for a notebook, and set the figure folder.
+
+    A run directory that a previous notebook of the same run wrote keeps its dataset
+    parameters (``dataset.json``), so 02-05 train on what 01 explored.
+    """
+    import keras
+
+    overrides = dict(overrides or {})
+    overrides.setdefault("dataset", dataset)
+    if data_dir is not None:
+        overrides.setdefault("data_dir", str(data_dir))
+    params = load_params(profile, overrides)
+    run_dir = Path(run_dir).expanduser() if run_dir else default_run_dir(profile)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plotting.set_figure_dir(run_dir)
+    if interactive_logging is None:
+        interactive_logging = sys.stdout.isatty()
+    if not interactive_logging:
+        keras.config.disable_interactive_logging()   # no progress bars in stored outputs
+    print(f"profile {profile}; run directory {run_dir}")
+    return NotebookContext(params, run_dir)
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """The folder a data config reads: its ``data_dir`` or the profile's synthetic cohort."""
+    if cfg.data_dir:
+        return Path(cfg.data_dir).expanduser()
+    if cfg.dataset != "synthetic":
+        raise BrainVQError(f"dataset {cfg.dataset!r} needs a data_dir (see data/README.md for the layouts)")
+    return paths.data_dir() / f"synthetic-{cfg.subjects}x{cfg.synth_size}-seed{cfg.seed}"
+
+
+def open_dataset(cfg: DataConfig, build_synthetic: bool = True):
+    """Load the configured data set; build the synthetic cohort first if it is missing."""
+    from .data import load_dataset
+
+    root = data_root(cfg)
+    if cfg.dataset == "synthetic" and not (root / "cohort.json").exists():
+        if not build_synthetic:
+            raise BrainVQError(f"no synthetic cohort in {root}: run `brainvq synth {root}` first")
+        from .synthetic import build_cohort
+        print(f"building the synthetic cohort in {root} (once; later runs reuse it)")
+        build_cohort(root, subjects=cfg.subjects, seed=cfg.seed, size=cfg.synth_size)
+    return load_dataset(cfg.dataset, root, validate_fraction=cfg.validate_fraction, seed=cfg.seed,
+                        skip_bad=cfg.skip_bad)
+
+
+def record_dataset(ctx: NotebookContext, ds, summary: dict) -> dict:
+    """Write ``dataset.json`` (config + summary, read by 02-05) and the ``dataset`` metrics."""
+    write_json(ctx.run_dir / "dataset.json", {"config": ctx.data.__dict__, "summary": summary})
+    section = {"name": ds.name, "layout": ds.layout, "root": ds.root,
+               **{f"{k}_images": int(v) for k, v in summary["images"].items()},
+               "subjects": summary["subjects"], "image_size": summary["image_size"],
+               "skipped_files": int(summary["skipped"])}
+    update_metrics(ctx.run_dir, "dataset", section)
+    return section
+
+
+def dataset_config_from_run(ctx: NotebookContext) -> DataConfig:
+    """The data config 01 recorded in the run directory (which must exist)."""
+    record = read_json(require(ctx.run_dir, "dataset.json"))
+    return DataConfig(**record["config"])
+
+
+def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic", data_dir=None,
+                  overrides: dict | None = None, overwrite: bool = False, only=None,
+                  log=print) -> Path:
+    """Execute the notebooks in order with papermill into the run directory."""
+    import papermill
+
+    load_params(profile, {**(overrides or {}), "dataset": dataset,
+                          **({"data_dir": str(data_dir)} if data_dir else {})})   # fail fast on bad parameters
+    run_dir = new_run_dir(run_dir, profile, overwrite=overwrite)
+    names = [n for n in NOTEBOOKS if (paths.notebooks_dir() / f"{n}.ipynb").exists()]
+    if only:
+        names = [n for n in names if any(n.startswith(o) for o in only)]
+    if not names:
+        raise BrainVQError(f"no notebooks found in {paths.notebooks_dir()}")
+    parameters = dict(profile=profile, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+                      run_dir=str(run_dir.resolve()), overrides=dict(overrides or {}))
+    write_json(run_dir / "run.json", {"parameters": parameters, "notebooks": names,
+                                      "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    log(f"run directory: {run_dir}")
+    total = time.perf_counter()
+    for i, name in enumerate(names, 1):
+        start_t = time.perf_counter()
+        out = run_dir / f"{name}.ipynb"
+        try:
+            papermill.execute_notebook(str(paths.notebooks_dir() / f"{name}.ipynb"), str(out),
+                                       parameters=parameters, cwd=str(paths.notebooks_dir()),
+                                       progress_bar=False, log_output=False, kernel_name="python3")
+        except papermill.PapermillExecutionError as err:
+            raise BrainVQError(f"[{i}/{len(names)}] {name} failed: {err.ename}: "
+                               f"{str(err.evalue).splitlines()[0] if err.evalue else ''} "
+                               f"(executed notebook: {out})") from None
+        log(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - start_t:.1f} s")
+    log(f"all {len(names)} notebooks done in {time.perf_counter() - total:.1f} s; "
+        f"metrics: {run_dir / 'metrics.json'}")
+    return run_dir
