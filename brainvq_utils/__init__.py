@@ -5,3 +5,5 @@ Importing the package registers its custom Keras layers and models, so that
 """
 
 __version__ = "0.1.0"
+
+from . import vqvae  # noqa: E402,F401  (registers the custom layers for load_model)

@@ -151,9 +151,10 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
                                        parameters=parameters, cwd=str(paths.notebooks_dir()),
                                        progress_bar=False, log_output=False, kernel_name="python3")
         except papermill.PapermillExecutionError as err:
-            raise BrainVQError(f"[{i}/{len(names)}] {name} failed: {err.ename}: "
-                               f"{str(err.evalue).splitlines()[0] if err.evalue else ''} "
-                               f"(executed notebook: {out})") from None
+            reason = (str(err.evalue).splitlines() or [""])[0]
+            reason = reason if len(reason) <= 300 else reason[:300] + " ..."
+            raise BrainVQError(f"[{i}/{len(names)}] {name} failed: {err.ename}: {reason} "
+                               f"(the executed notebook with the full error: {out})") from None
         log(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - start_t:.1f} s")
     log(f"all {len(names)} notebooks done in {time.perf_counter() - total:.1f} s; "
         f"metrics: {run_dir / 'metrics.json'}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,9 +37,14 @@ def new_run_dir(name: str | None = None, profile: str = "demo", overwrite: bool 
     if name is None:
         name = f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(name) if os.sep in str(name) or Path(name).is_absolute() else paths.runs_dir() / name
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise BrainVQError(f"run directory {run_dir} already holds a run; choose another name "
-                           f"or pass --overwrite to write over it")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise BrainVQError(f"run directory {run_dir} already holds files; choose another name "
+                               f"or pass --overwrite to replace the run in it")
+        if not (run_dir / "run.json").exists():
+            raise BrainVQError(f"{run_dir} holds files but no run.json, so it is not a brainvq run; "
+                               f"--overwrite only replaces runs, so choose another folder")
+        shutil.rmtree(run_dir)
     (run_dir / "figures").mkdir(parents=True, exist_ok=True)
     return run_dir
 

@@ -277,22 +277,18 @@ def build_cohort(out_dir, subjects: int = DEMO_SUBJECTS, seed: int = 0, size: in
     jobs = [(i, seed, size, slices_per_subject, i in ad,
              [str(folder[i] / n.format(number(i))) for n in names], crop) for i in range(subjects)]
 
-    if workers == 1:
-        done = map(_write_subject, jobs)
-        pool = None
-    else:
-        pool = _context().Pool(workers, _init_worker, (_load_volumes(atrophy),))
-        done = pool.imap_unordered(_write_subject, jobs)
-    try:
+    def consume(done):
         if progress:
             from tqdm.auto import tqdm
             done = tqdm(done, total=subjects, desc="synthetic subjects", unit="subject")
         for _ in done:
             pass
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+
+    if workers == 1:
+        consume(map(_write_subject, jobs))
+    else:  # each subject has its own rng stream, so the files do not depend on scheduling
+        with _context().Pool(min(workers, subjects), _init_worker, (_load_volumes(atrophy),)) as pool:
+            consume(pool.imap_unordered(_write_subject, jobs))
 
     manifest = {
         "name": COHORT_NAME, "generator": "brainvq_utils.synthetic", "version": 1,
