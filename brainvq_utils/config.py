@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class DataConfig:
     validate_fraction: float = 0.1  # adni/folder/nifti: share of train carved out
 
     def __post_init__(self):
+        _check_types(self)
         _positive(self, "image_size", "subjects", "synth_size", "batch_size")
         if self.image_size < 16:
             raise BrainVQError(f"image_size={self.image_size} is too small; use 16 or more")
@@ -40,8 +42,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class VQVAEConfig:
     architecture: str = "residual"  # residual | keras_io (the anchor)
-    num_codes: int = 256
-    code_dim: int = 32
+    num_codes: int = 512
+    code_dim: int = 16
     channels: int = 64
     res_blocks: int = 2
     downsample: int = 4
@@ -50,14 +52,21 @@ class VQVAEConfig:
     decay: float = 0.99
     restart_below: float = 1.0
     learning_rate: float = 1e-3
+    ssim_weight: float = 0.02       # loss = MSE + ssim_weight * (1 - SSIM); 0: plain MSE
     epochs: int = 20
+    steps_per_epoch: int = 0        # 0: one pass over the training split per epoch
     time_budget_s: float = 0.0      # 0: no limit; else stop after this many training seconds
     seed: int = 0
 
     def __post_init__(self):
+        _check_types(self)
         _positive(self, "num_codes", "code_dim", "channels", "epochs", "learning_rate")
+        if self.steps_per_epoch < 0:
+            raise BrainVQError(f"steps_per_epoch={self.steps_per_epoch} must be 0 (a full pass) or positive")
         if self.res_blocks < 0:
             raise BrainVQError(f"res_blocks={self.res_blocks} must be 0 or more")
+        if self.ssim_weight < 0:
+            raise BrainVQError(f"ssim_weight={self.ssim_weight} must be 0 or positive")
         if self.time_budget_s < 0:
             raise BrainVQError(f"time_budget_s={self.time_budget_s} must be 0 (no limit) or positive")
 
@@ -79,8 +88,20 @@ PROFILES: dict[str, dict] = {
 def _positive(cfg, *names):
     for name in names:
         value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
             raise BrainVQError(f"{name}={value!r} must be a positive number")
+
+
+def _check_types(cfg):
+    """Every field holds the type of its default (ints may stand for floats)."""
+    for f in fields(cfg):
+        value, default = getattr(cfg, f.name), f.default
+        if default is None or value is None and default is None:
+            continue
+        ok = (isinstance(value, type(default)) or
+              (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)))
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
+            raise BrainVQError(f"parameter {f.name}={value!r} must be a finite {type(default).__name__}")
 
 
 def known_keys() -> dict[str, type]:
@@ -92,7 +113,9 @@ def _coerce(key: str, value, default):
     if not isinstance(value, str) or isinstance(default, str):
         return value
     if value.lower() in ("none", "null"):
-        return None
+        if default is None:
+            return None
+        raise BrainVQError(f"parameter {key} cannot be {value!r}; give a {type(default).__name__}")
     try:
         if isinstance(default, bool):
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -101,7 +124,10 @@ def _coerce(key: str, value, default):
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
     except ValueError:
         raise BrainVQError(f"parameter {key}={value!r} is not a valid {type(default).__name__}") from None
     return value

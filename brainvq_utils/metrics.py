@@ -48,6 +48,8 @@ def ssim(a, b, batch_size: int = 256) -> np.ndarray:
 def psnr(a, b) -> np.ndarray:
     """Per-image PSNR in dB for images in [0, 1]; identical images give +inf."""
     a, b = _as_batch(a, "first images"), _as_batch(b, "second images")
+    if a.shape != b.shape:
+        raise BrainVQError(f"PSNR needs equal shapes; got {a.shape} and {b.shape}")
     mse = np.mean((a.astype(np.float64) - b) ** 2, axis=(1, 2, 3))
     with np.errstate(divide="ignore"):
         return (10.0 * np.log10(1.0 / mse)).astype(np.float32)

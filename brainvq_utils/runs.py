@@ -37,6 +37,8 @@ def new_run_dir(name: str | None = None, profile: str = "demo", overwrite: bool 
     if name is None:
         name = f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(name) if os.sep in str(name) or Path(name).is_absolute() else paths.runs_dir() / name
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BrainVQError(f"run directory {run_dir} is a file; choose a folder name")
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise BrainVQError(f"run directory {run_dir} already holds files; choose another name "
@@ -54,10 +56,14 @@ def write_json(path, data) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_json(path) -> dict:

@@ -38,6 +38,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -192,12 +193,10 @@ def _split(ids: list, fractions: dict, rng) -> dict:
 
 
 def _context():
-    """fork where it is safe (fast, and plain scripts need no ``__main__`` guard); spawn once a
-    threaded framework is loaded, since forking a process that runs its threads can deadlock."""
-    threaded = any(m in sys.modules for m in ("tensorflow", "torch", "jax"))
-    if "fork" in multiprocessing.get_all_start_methods() and not threaded:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
+    """fork on Linux: workers start at once, share the template and need no ``__main__`` guard.
+    Workers only run numpy/scipy/Pillow, never TensorFlow, so forking a process that has
+    imported it is safe. Elsewhere spawn (macOS frameworks do not survive a fork)."""
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
 def _init_worker(vols):
@@ -287,7 +286,11 @@ def build_cohort(out_dir, subjects: int = DEMO_SUBJECTS, seed: int = 0, size: in
     if workers == 1:
         consume(map(_write_subject, jobs))
     else:  # each subject has its own rng stream, so the files do not depend on scheduling
-        with _context().Pool(min(workers, subjects), _init_worker, (_load_volumes(atrophy),)) as pool:
+        vols = _load_volumes(atrophy)
+        with warnings.catch_warnings():  # Python >= 3.12 warns on any fork of a threaded process
+            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+            pool = _context().Pool(min(workers, subjects), _init_worker, (vols,))
+        with pool:
             consume(pool.imap_unordered(_write_subject, jobs))
 
     manifest = {

@@ -19,6 +19,7 @@ import numpy as np
 from . import metrics
 from .config import VQVAEConfig, save_config
 from .errors import BrainVQError
+from .losses import MSEPlusSSIM
 from .runs import read_json, write_json
 from .vqvae import build_vqvae
 
@@ -54,9 +55,11 @@ class ValidationSSIM(keras.callbacks.Callback):
         self.val_ds = val_ds
 
     def on_epoch_end(self, epoch, logs=None):
-        scores = reconstruction_scores(self.model, self.val_ds)
+        start = time.perf_counter()
+        scores = reconstruction_scores(self.model, self.val_ds, codes=False)
         logs["val_ssim"] = float(scores["ssim"].mean())
         logs["val_mse"] = float(scores["mse"].mean())
+        logs["val_seconds"] = time.perf_counter() - start
 
 
 class CosineByProgress(keras.callbacks.Callback):
@@ -127,7 +130,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 def compile_vqvae(model, cfg: VQVAEConfig):
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=MSEPlusSSIM(cfg.ssim_weight))
     return model
 
 
@@ -168,8 +171,9 @@ def train_vqvae(train_ds, val_ds, cfg: VQVAEConfig, image_size, run_dir, *, retr
     done_by_time = cfg.time_budget_s and spent >= cfg.time_budget_s
     if initial_epoch < cfg.epochs and not done_by_time:
         keras.utils.set_random_seed(cfg.seed + initial_epoch)
-        model.fit(train_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-                  verbose=verbose)
+        steps = cfg.steps_per_epoch or None
+        model.fit(train_ds.repeat() if steps else train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
+                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
     model.save(final)
     write_json(ckpt_dir / "vqvae_state.json",
                {"epoch": len(history.get("loss", [])) - 1, "history": history, "finished": True})

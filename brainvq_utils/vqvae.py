@@ -279,7 +279,8 @@ class VQVAE(keras.Model):
         return self.quantizer.num_codes
 
     def build(self, input_shape):
-        self.quantizer.build(self.encoder.compute_output_shape(input_shape))
+        if not self.quantizer.built:
+            self.quantizer.build(self.encoder.compute_output_shape(input_shape))
         self.built = True
 
     def call(self, x, training=False):

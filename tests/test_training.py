@@ -1,0 +1,113 @@
+"""Training: monitors in the history, checkpoints and resume, time budget, bad values."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from brainvq_utils import training
+from brainvq_utils.config import VQVAEConfig
+from brainvq_utils.errors import BrainVQError
+
+TINY = dict(num_codes=16, code_dim=4, channels=8, res_blocks=1, learning_rate=3e-3)
+
+
+def blobs(n=48, size=32, seed=0):
+    """Bright discs on black: a tiny data set with structure to learn."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.zeros((n, size, size, 1), np.float32)
+    for i in range(n):
+        cy, cx, r = rng.uniform(10, 22), rng.uniform(10, 22), rng.uniform(4, 9)
+        out[i, ..., 0] = np.clip(1.2 - np.hypot(yy - cy, xx - cx) / r, 0, 1)
+    return out
+
+
+def datasets(x):
+    train = tf.data.Dataset.from_tensor_slices(x).batch(8).map(lambda a: (a, a))
+    return train, tf.data.Dataset.from_tensor_slices(x[:16]).batch(16)
+
+
+def test_training_logs_monitors_and_saves(tmp_path):
+    x = blobs()
+    cfg = VQVAEConfig(epochs=3, **TINY)
+    model, history = training.train_vqvae(*datasets(x), cfg, 32, tmp_path, verbose=0)
+    for key in ("loss", "val_ssim", "val_mse", "codebook_usage", "perplexity", "learning_rate", "train_seconds"):
+        assert len(history[key]) == 3, key
+    assert history["loss"][-1] < history["loss"][0]
+    assert 0 < history["codebook_usage"][-1] <= 1 and 1 <= history["perplexity"][-1] <= 16
+    assert history["learning_rate"][-1] < history["learning_rate"][0]
+    assert (tmp_path / "vqvae.keras").exists() and (tmp_path / "vqvae_config.json").exists()
+    scores = training.reconstruction_scores(model, datasets(x)[1])
+    section = training.vqvae_metrics(model, scores, history["train_seconds"][-1])
+    assert section["latent_grid"] == [8, 8] and section["codebook_size"] == 16
+    assert section["test_ssim_p05"] <= section["test_ssim_median"] <= 1
+    # a second call loads the finished model instead of training again
+    again, history2 = training.train_vqvae(*datasets(x), cfg, 32, tmp_path, verbose=0)
+    assert history2["loss"] == history["loss"]
+
+
+def test_time_budget_stops_training(tmp_path):
+    x = blobs(n=64)
+    cfg = VQVAEConfig(epochs=200, time_budget_s=3.0, **TINY)
+    _, history = training.train_vqvae(*datasets(x), cfg, 32, tmp_path, verbose=0)
+    assert len(history["loss"]) < 200
+    assert history["train_seconds"][-1] < 3.0 + 30.0
+
+
+def test_nan_loss_gives_a_clear_error(tmp_path):
+    x = blobs(n=16)
+    x[3, 5, 5, 0] = np.nan
+    with pytest.raises(BrainVQError, match="loss became nan"):
+        training.train_vqvae(*datasets(x), VQVAEConfig(epochs=1, **TINY), 32, tmp_path, verbose=0)
+
+
+@pytest.mark.parametrize("epochs", [0, -3])
+def test_epoch_count_must_be_positive(epochs):
+    with pytest.raises(BrainVQError, match="epochs"):
+        VQVAEConfig(epochs=epochs)
+
+
+SCRIPT = """
+import sys, numpy as np, tensorflow as tf
+sys.path.insert(0, {tests!r})
+from test_training import blobs, datasets, TINY
+from brainvq_utils import training
+from brainvq_utils.config import VQVAEConfig
+model, history = training.train_vqvae(*datasets(blobs(n=160)), VQVAEConfig(epochs=6, **TINY), 32, {run!r}, verbose=0)
+print("EPOCHS", len(history["loss"]))
+"""
+
+
+def test_a_killed_run_resumes_from_its_last_finished_epoch(tmp_path):
+    run = tmp_path / "run"
+    script = SCRIPT.format(tests=str(Path(__file__).parent), run=str(run))
+    state = run / "checkpoints" / "vqvae_state.json"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+            proc.kill()
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode != 0, "the training finished before it could be killed; make it longer"
+    before = json.loads(state.read_text())
+    assert not before["finished"] and not (run / "vqvae.keras").exists()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming from the checkpoint of epoch {before['epoch'] + 1}" in done.stdout
+    assert "EPOCHS 6" in done.stdout
+    after = json.loads(state.read_text())
+    assert after["finished"]
+    n = before["epoch"] + 1
+    assert after["history"]["loss"][:n] == before["history"]["loss"][:n]   # earlier epochs kept
+    assert after["history"]["train_seconds"][-1] > before["history"]["train_seconds"][-1]
