@@ -6,4 +6,10 @@ Importing the package registers its custom Keras layers and models, so that
 
 __version__ = "0.1.0"
 
-from . import vqvae  # noqa: E402,F401  (registers the custom layers for load_model)
+import os as _os
+
+# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) hides what matters in
+# notebooks and on the command line; set TF_CPP_MIN_LOG_LEVEL=0 to see it again.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from . import losses, vqvae  # noqa: E402,F401  (registers the custom Keras objects for load_model)

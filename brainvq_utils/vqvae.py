@@ -251,8 +251,9 @@ def build_decoder(latent_shape, channels=64, res_blocks=2, downsample=4,
         x = layers.ReLU()(x)
         x = layers.Conv2DTranspose(width, 4, strides=2, padding="same", name=f"up{i}")(x)
     x = layers.ReLU()(x)
-    # A ReLU output gives exact zeros in the background, where SSIM is most sensitive.
-    outputs = layers.Conv2D(1, 3, padding="same", activation="relu", name="to_image")(x)
+    # Linear output: a ReLU here can start dead (an all-black decoder for epochs). The model
+    # clips to [0, 1] at inference, which still gives exact zeros in the background.
+    outputs = layers.Conv2D(1, 3, padding="same", name="to_image")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -284,7 +285,9 @@ class VQVAE(keras.Model):
         self.built = True
 
     def call(self, x, training=False):
-        return self.decoder(self.quantizer(self.encoder(x), training=training))
+        out = self.decoder(self.quantizer(self.encoder(x), training=training))
+        # The loss sees the raw output; callers get images in [0, 1].
+        return out if training else ops.clip(out, 0.0, 1.0)
 
     def encode(self, x):
         """Images (B, H, W, 1) -> code maps (B, h, w) int32."""
@@ -295,8 +298,8 @@ class VQVAE(keras.Model):
         return ops.clip(self.decoder(self.quantizer.lookup(codes)), 0.0, 1.0)
 
     def reconstruct(self, x):
-        """Inference-time reconstruction, clipped to [0, 1]."""
-        return ops.clip(self(x, training=False), 0.0, 1.0)
+        """Inference-time reconstruction in [0, 1]."""
+        return self(x, training=False)
 
     def get_config(self):
         config = super().get_config()
