@@ -22,12 +22,35 @@ def project_2d(model) -> tuple[np.ndarray, np.ndarray]:
     return centred @ vt[:2].T, share[:2]
 
 
-def single_code_images(model, codes, background: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded maps that are all one code, and maps of ``background`` with one code in the middle."""
+def code_gallery(model, counts, n: int = 10, window: int = 8):
+    """Often-used codes from dark to bright, each as two crops of ``window`` codes square.
+
+    Returns ``(codes, background, texture, footprint)``: ``texture`` decodes a map filled
+    with the code (the pattern it stands for), ``footprint`` decodes the code alone in the
+    middle of a map of the background code (how far the decoder spreads it). Crops come
+    from the middle of the map, away from the zero-padded border.
+    """
+    counts = np.asarray(counts)
+    order = np.argsort(counts)[::-1]
+    background = int(order[0])
+    candidates = np.array([k for k in order[1:8 * n + 1] if counts[k] > 0], dtype=np.int32)
     h, w = model.latent_grid
-    codes = np.asarray(codes, dtype=np.int32)
-    filled = np.broadcast_to(codes[:, None, None], (len(codes), h, w)).copy()
-    placed = np.full((len(codes), h, w), background, np.int32)
-    placed[:, h // 2, w // 2] = codes
-    decode = lambda m: keras.ops.convert_to_numpy(model.decode(m))
-    return decode(filled), decode(placed)
+    f = model.downsample
+    window = min(window, h, w)
+    rows = slice((h - window) // 2 * f, (h + window) // 2 * f)
+    cols = slice((w - window) // 2 * f, (w + window) // 2 * f)
+    decode = lambda m: keras.ops.convert_to_numpy(model.decode(m))[:, rows, cols]
+    filled = decode(np.broadcast_to(candidates[:, None, None], (len(candidates), h, w)).copy())
+    brightness = filled.mean(axis=(1, 2, 3))
+    # evenly spaced in brightness, not in rank: most frequent codes are dark edge codes
+    targets = np.linspace(brightness.min(), brightness.max(), min(n, len(candidates)))
+    pick = []
+    for t in targets:
+        for i in np.argsort(np.abs(brightness - t)):
+            if i not in pick:
+                pick.append(int(i))
+                break
+    pick = np.array(sorted(pick, key=lambda i: brightness[i]))
+    placed = np.full((len(pick), h, w), background, np.int32)
+    placed[:, h // 2, w // 2] = candidates[pick]
+    return candidates[pick], background, filled[pick], decode(placed)
