@@ -4,7 +4,8 @@
 
 For each architecture: training images/s (validation time excluded), seconds of training
 to reach a validation SSIM of 0.90 and 0.95 (checked after every `steps-per-epoch` steps,
-validation time included), peak resident memory, and the test-split SSIM (mean, p05),
+validation time included), peak resident memory of the benchmark process up to the end
+of that run (runs are sequential in one process), and the test-split SSIM (mean, p05),
 PSNR and codebook use when the time budget is spent. Prints a table and one JSON line.
 
 The anchor is the architecture of the keras.io VQ-VAE example (two stride-2 convolutions,

@@ -71,12 +71,56 @@ class VQVAEConfig:
             raise BrainVQError(f"time_budget_s={self.time_budget_s} must be 0 (no limit) or positive")
 
 
-STAGES = (DataConfig, VQVAEConfig)
+@dataclass(frozen=True)
+class PriorConfig:
+    prior_arch: str = "gated"         # gated | pixelcnn (the baseline of the original reports)
+    prior_channels: int = 64
+    prior_layers: int = 8
+    prior_kernel: int = 3
+    condition_on_position: bool = True  # slice position, where the data set knows it
+    condition_on_label: bool = True     # class (AD/NC), where the data set has labels
+    prior_learning_rate: float = 2e-3
+    prior_batch_size: int = 32
+    prior_epochs: int = 30
+    prior_time_budget_s: float = 0.0  # 0: no limit
+    prior_seed: int = 0
+
+    def __post_init__(self):
+        _check_types(self)
+        _positive(self, "prior_channels", "prior_layers", "prior_kernel", "prior_learning_rate",
+                  "prior_batch_size", "prior_epochs")
+        if self.prior_arch not in ("gated", "pixelcnn"):
+            raise BrainVQError(f"prior_arch={self.prior_arch!r} is not known; use 'gated' or 'pixelcnn'")
+        if self.prior_kernel % 2 == 0:
+            raise BrainVQError(f"prior_kernel={self.prior_kernel} must be odd, e.g. 3 or 5")
+        if self.prior_time_budget_s < 0:
+            raise BrainVQError(f"prior_time_budget_s={self.prior_time_budget_s} must be 0 (no limit) or positive")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    n_samples: int = 200
+    temperature: float = 1.0
+    top_k: int = 0                    # 0: all codes
+    sampler: str = "fast"             # fast | reference
+    sample_seed: int = 0
+
+    def __post_init__(self):
+        _check_types(self)
+        _positive(self, "n_samples", "temperature")
+        if self.top_k < 0:
+            raise BrainVQError(f"top_k={self.top_k} must be 0 (all codes) or positive")
+        if self.sampler not in ("fast", "reference"):
+            raise BrainVQError(f"sampler={self.sampler!r} is not known; use 'fast' or 'reference'")
+
+
+STAGES = (DataConfig, VQVAEConfig, PriorConfig, SamplingConfig)
 
 PROFILES: dict[str, dict] = {
     # CI: every notebook in well under a minute on 2 CPU cores.
     "smoke": dict(image_size=32, subjects=6, synth_size=64, batch_size=8, num_codes=32,
-                  code_dim=8, channels=16, res_blocks=1, epochs=8, learning_rate=2e-3),
+                  code_dim=8, channels=16, res_blocks=1, epochs=8, learning_rate=2e-3,
+                  prior_channels=16, prior_layers=3, prior_epochs=3, n_samples=8),
     # The embedded cohort on a 2-core laptop CPU: VQ-VAE within 5 minutes.
     "demo": dict(time_budget_s=300.0),
     # OASIS/ADNI at native size on a GPU.

@@ -9,16 +9,9 @@ the reference; tests/test_losses.py checks that the two agree.
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
-from .metrics import SSIM_SETTINGS
-
-
-def _gaussian_taps(size=SSIM_SETTINGS["filter_size"], sigma=SSIM_SETTINGS["filter_sigma"]):
-    r = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    g = np.exp(-(r**2) / (2 * sigma**2))
-    return (g / g.sum()).astype("float32")
+from .metrics import SSIM_SETTINGS, gaussian_taps
 
 
 def _blur(x, taps):
@@ -32,7 +25,7 @@ def ssim_per_image(a, b):
     """SSIM of each image pair (N,) in keras.ops, with the metric's settings."""
     c1 = (SSIM_SETTINGS["k1"] * SSIM_SETTINGS["max_val"]) ** 2
     c2 = (SSIM_SETTINGS["k2"] * SSIM_SETTINGS["max_val"]) ** 2
-    taps = ops.convert_to_tensor(_gaussian_taps())
+    taps = ops.convert_to_tensor(gaussian_taps())
     a, b = ops.cast(a, "float32"), ops.cast(b, "float32")
     mu_a, mu_b = _blur(a, taps), _blur(b, taps)
     var_a = _blur(a * a, taps) - mu_a**2

@@ -55,7 +55,8 @@ def brain_grid(images, titles=None, ncols: int = 8, size: float = 1.6, suptitle=
         raise BrainVQError("nothing to draw: the image list is empty")
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)),
+    row_height = size + (0.35 if titles is not None else 0.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, row_height * nrows + (0.4 if suptitle else 0)),
                              squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")

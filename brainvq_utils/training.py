@@ -114,19 +114,61 @@ class TrainClock(keras.callbacks.Callback):
 class EpochCheckpoint(keras.callbacks.Callback):
     """After every epoch: the model (with optimizer) and the history so far."""
 
-    def __init__(self, folder, history):
+    def __init__(self, folder, name, history):
         super().__init__()
-        self.folder, self.history = Path(folder), history
+        self.folder, self.name, self.history = Path(folder), name, history
 
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(parents=True, exist_ok=True)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        tmp = self.folder / "vqvae_last.tmp.keras"
+        tmp = self.folder / f"{self.name}_last.tmp.keras"
         self.model.save(tmp)
-        os.replace(tmp, self.folder / "vqvae_last.keras")
-        write_json(self.folder / "vqvae_state.json",
+        os.replace(tmp, self.folder / f"{self.name}_last.keras")
+        write_json(self.folder / f"{self.name}_state.json",
                    {"epoch": epoch, "history": self.history, "finished": False})
+
+
+def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time_budget_s=0.0,
+                  steps_per_epoch=0, seed=0, monitors=lambda model: [], validation_data=None,
+                  retrain=False, tensorboard=False, verbose=2):
+    """Fit ``build()`` (a compiled model), or continue an interrupted fit, or load a finished one.
+
+    Saves ``run_dir/<name>.keras`` at the end and, after every epoch, a checkpoint and the
+    history in ``run_dir/checkpoints/``; a killed run continues from its last finished
+    epoch. ``monitors(model)`` gives callbacks that add keys to the epoch logs.
+    Returns ``(model, history)``.
+    """
+    run_dir = Path(run_dir)
+    final = run_dir / f"{name}.keras"
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    state_file, last = ckpt_dir / f"{name}_state.json", ckpt_dir / f"{name}_last.keras"
+    state = {} if retrain else read_json(state_file)
+    if final.exists() and not retrain:
+        print(f"{final} exists: loading it instead of training (pass retrain=True to train again)")
+        return keras.saving.load_model(final), state.get("history", {})
+    if state and last.exists():
+        model = keras.saving.load_model(last)
+        history, initial_epoch = state["history"], state["epoch"] + 1
+        print(f"resuming from the checkpoint of epoch {initial_epoch} in {ckpt_dir}")
+    else:
+        model, history, initial_epoch = build(), {}, 0
+    spent = history.get("train_seconds", [0.0])[-1]
+    clock = TrainClock(spent, time_budget_s)
+    callbacks = [clock, CosineByProgress(learning_rate, epochs, time_budget_s, clock), *monitors(model),
+                 EpochCheckpoint(ckpt_dir, name, history)]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs" / name)))
+    done_by_time = time_budget_s and spent >= time_budget_s
+    if initial_epoch < epochs and not done_by_time:
+        keras.utils.set_random_seed(seed + initial_epoch)
+        steps = steps_per_epoch or None
+        model.fit(train_ds.repeat() if steps else train_ds, epochs=epochs, steps_per_epoch=steps,
+                  initial_epoch=initial_epoch, callbacks=callbacks, validation_data=validation_data,
+                  verbose=verbose)
+    model.save(final)
+    write_json(state_file, {"epoch": len(history.get("loss", [])) - 1, "history": history, "finished": True})
+    return model, history
 
 
 def compile_vqvae(model, cfg: VQVAEConfig):
@@ -136,48 +178,20 @@ def compile_vqvae(model, cfg: VQVAEConfig):
 
 def train_vqvae(train_ds, val_ds, cfg: VQVAEConfig, image_size, run_dir, *, retrain=False,
                 tensorboard=False, verbose=2):
-    """Fit a VQ-VAE, or continue an interrupted fit, or load a finished one.
+    """Fit a VQ-VAE (see ``fit_resumable``). ``train_ds`` yields (x, x), ``val_ds`` x batches.
 
-    ``train_ds`` yields (x, x) batches, ``val_ds`` yields x batches. Returns
-    ``(model, history)``; the model is also saved as ``run_dir/vqvae.keras``.
+    Returns ``(model, history)``; the model is also saved as ``run_dir/vqvae.keras``.
     """
-    run_dir = Path(run_dir)
-    final = run_dir / "vqvae.keras"
-    ckpt_dir = run_dir / CHECKPOINT_DIR
-    state = read_json(ckpt_dir / "vqvae_state.json")
-    if final.exists() and not retrain:
-        print(f"{final} exists: loading it instead of training (pass retrain=True to train again)")
-        return keras.saving.load_model(final), state.get("history", {})
-    if retrain:
-        state = {}
-    if state and (ckpt_dir / "vqvae_last.keras").exists():
-        model = keras.saving.load_model(ckpt_dir / "vqvae_last.keras")
-        history = state["history"]
-        initial_epoch = state["epoch"] + 1
-        print(f"resuming from the checkpoint of epoch {initial_epoch} in {ckpt_dir}")
-    else:
-        model = compile_vqvae(build_vqvae(
+    def build():
+        return compile_vqvae(build_vqvae(
             image_size, cfg.num_codes, cfg.code_dim, cfg.channels, cfg.res_blocks, cfg.downsample,
             cfg.beta, cfg.update, cfg.decay, cfg.restart_below, cfg.architecture, cfg.seed), cfg)
-        history, initial_epoch = {}, 0
-    save_config(cfg, run_dir / "vqvae_config.json")
-    spent = history.get("train_seconds", [0.0])[-1]
-    clock = TrainClock(spent, cfg.time_budget_s)
-    callbacks = [clock, CosineByProgress(cfg.learning_rate, cfg.epochs, cfg.time_budget_s, clock),
-                 CodebookMonitor(model.quantizer), ValidationSSIM(val_ds),
-                 EpochCheckpoint(ckpt_dir, history)]
-    if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs" / "vqvae")))
-    done_by_time = cfg.time_budget_s and spent >= cfg.time_budget_s
-    if initial_epoch < cfg.epochs and not done_by_time:
-        keras.utils.set_random_seed(cfg.seed + initial_epoch)
-        steps = cfg.steps_per_epoch or None
-        model.fit(train_ds.repeat() if steps else train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
-                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
-    model.save(final)
-    write_json(ckpt_dir / "vqvae_state.json",
-               {"epoch": len(history.get("loss", [])) - 1, "history": history, "finished": True})
-    return model, history
+
+    save_config(cfg, Path(run_dir) / "vqvae_config.json")
+    return fit_resumable("vqvae", build, train_ds, run_dir, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+                         time_budget_s=cfg.time_budget_s, steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed,
+                         monitors=lambda m: [CodebookMonitor(m.quantizer), ValidationSSIM(val_ds)],
+                         retrain=retrain, tensorboard=tensorboard, verbose=verbose)
 
 
 def reconstruction_scores(model, dataset, codes=True) -> dict:

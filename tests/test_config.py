@@ -9,7 +9,7 @@ from brainvq_utils import config
 from brainvq_utils.config import PROFILES, DataConfig, VQVAEConfig, load_params, save_config, stage_config
 from brainvq_utils.errors import BrainVQError
 
-ALL_KEYS = {f.name for cls in (DataConfig, VQVAEConfig) for f in dataclasses.fields(cls)}
+ALL_KEYS = {f.name for cls in config.STAGES for f in dataclasses.fields(cls)}
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
@@ -20,7 +20,7 @@ def test_load_params_each_profile(profile):
     for key, value in PROFILES[profile].items():
         assert params[key] == value, key
     # Keys the profile leaves alone keep the dataclass defaults.
-    defaults = {f.name: f.default for cls in (DataConfig, VQVAEConfig) for f in dataclasses.fields(cls)}
+    defaults = {f.name: f.default for cls in config.STAGES for f in dataclasses.fields(cls)}
     for key in ALL_KEYS - set(PROFILES[profile]):
         assert params[key] == defaults[key], key
     data, vq = stage_config(DataConfig, params), stage_config(VQVAEConfig, params)

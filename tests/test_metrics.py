@@ -253,3 +253,27 @@ def test_codebook_partial_use_and_dead_codes():
     assert skewed["perplexity"] == pytest.approx(np.exp(-(p * np.log(p)).sum()))
     assert 1.0 < skewed["perplexity"] < 3.0
     assert skewed["dead_codes"] == 1
+
+
+def test_ssim_matrix_agrees_with_pairwise_ssim():
+    from brainvq_utils.synthetic import render_subject
+    rng = np.random.default_rng(11)
+    refs = np.concatenate([render_subject(i, seed=5, size=64, slices=4)[..., None] for i in range(3)])
+    queries = np.clip(refs[[1, 5, 9]] + rng.normal(0, 0.04, (3, 64, 64, 1)), 0, 1).astype("float32")
+    queries = np.concatenate([queries, rng.uniform(size=(2, 64, 64, 1)).astype("float32")])
+    fast = metrics.ssim_matrix(queries, refs, block=64 * 64 * 5)       # several reference blocks
+    slow = np.array([[metrics.ssim(q[None], r[None])[0] for r in refs] for q in queries])
+    np.testing.assert_allclose(fast, slow, atol=1e-4)
+    best, where = metrics.nearest_neighbour_ssim(queries, refs, block=64 * 64 * 5)
+    np.testing.assert_allclose(best, slow.max(axis=1), atol=1e-4)
+    np.testing.assert_array_equal(where[:3], [1, 5, 9])   # a noisy copy finds its original
+
+
+def test_mean_pairwise_ssim_orders_diversity():
+    rng = np.random.default_rng(12)
+    base = rng.uniform(size=(1, 32, 32, 1)).astype("float32")
+    alike = np.clip(base + rng.normal(0, 0.02, (6, 32, 32, 1)), 0, 1).astype("float32")
+    varied = rng.uniform(size=(6, 32, 32, 1)).astype("float32")
+    assert metrics.mean_pairwise_ssim(alike) > 0.8 > metrics.mean_pairwise_ssim(varied)
+    with pytest.raises(BrainVQError):
+        metrics.mean_pairwise_ssim(varied[:1])
