@@ -159,3 +159,77 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
     log(f"all {len(names)} notebooks done in {time.perf_counter() - total:.1f} s; "
         f"metrics: {run_dir / 'metrics.json'}")
     return run_dir
+
+
+# ----------------------------------------------------------------------------- priors (04, 05)
+def load_vqvae(ctx: NotebookContext):
+    import keras
+    return keras.saving.load_model(require(ctx.run_dir, "vqvae.keras"))
+
+
+def encode_dataset(ctx: NotebookContext, vqvae, ds, image_size) -> dict:
+    """Code maps of every split with their conditioning, saved as ``codes.npz``.
+
+    Slice positions are used where the layout knows them (OASIS, synthetic); labels where
+    the data set has at least two classes (ADNI, the synthetic AD/NC cohort).
+    """
+    import numpy as np
+
+    from .codebook import encode_split
+    splits = ds.splits()
+    all_slices = [z for s in splits.values() for z in s.slices]
+    label_names = sorted({y for s in splits.values() for y in s.labels if y is not None})
+    out = {"num_positions": (max(all_slices) + 1) if all_slices and min(all_slices) >= 0 else 0,
+           "label_names": label_names if len(label_names) >= 2 else []}
+    for name, split in splits.items():
+        out[f"{name}_codes"] = encode_split(vqvae, split, image_size)
+        out[f"{name}_position"] = np.asarray(split.slices, np.int32)
+        out[f"{name}_label"] = np.asarray([out["label_names"].index(y) if y in out["label_names"] else -1
+                                           for y in split.labels], np.int32)
+    np.savez_compressed(ctx.run_dir / "codes.npz", **{k: np.asarray(v) for k, v in out.items()})
+    return out
+
+
+def load_codes(ctx: NotebookContext) -> dict:
+    import numpy as np
+    with np.load(require(ctx.run_dir, "codes.npz"), allow_pickle=False) as f:
+        out = {k: f[k] for k in f.files}
+    out["num_positions"] = int(out["num_positions"])
+    out["label_names"] = [str(x) for x in out["label_names"]]
+    return out
+
+
+def conditioning(codes: dict, cfg) -> tuple[int, int]:
+    """(num_positions, num_classes) the prior is built with, from what the data set knows."""
+    positions = codes["num_positions"] if cfg.condition_on_position else 0
+    classes = len(codes["label_names"]) if cfg.condition_on_label else 0
+    return positions, classes
+
+
+def split_inputs(codes: dict, split: str, positions: int, classes: int) -> dict:
+    from .training import prior_inputs
+    return prior_inputs(codes[f"{split}_codes"], codes[f"{split}_position"] if positions else None,
+                        codes[f"{split}_label"] if classes else None)
+
+
+def load_prior(ctx: NotebookContext, vqvae):
+    """``prior.keras`` of the run, checked against the VQ-VAE it must decode through."""
+    import keras
+
+    from .prior import prior_info
+    prior = keras.saving.load_model(require(ctx.run_dir, "prior.keras"))
+    info = prior_info(prior)
+    if info["num_codes"] != vqvae.num_codes or tuple(info["grid"]) != tuple(vqvae.latent_grid):
+        raise BrainVQError(
+            f"prior.keras was trained on {info['num_codes']} codes on a {info['grid']} grid but vqvae.keras "
+            f"has {vqvae.num_codes} codes on a {tuple(vqvae.latent_grid)} grid: rerun 04_pixelcnn_training")
+    return prior, info
+
+
+def decode_codes(vqvae, code_maps, batch_size: int = 64):
+    """Images (N, H, W, 1) in [0, 1] from code maps (N, h, w), in batches."""
+    import keras
+    import numpy as np
+    parts = [keras.ops.convert_to_numpy(vqvae.decode(code_maps[i:i + batch_size]))
+             for i in range(0, len(code_maps), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, *vqvae.encoder.input_shape[1:]), np.float32)

@@ -23,6 +23,7 @@ PRODUCERS = {
     "dataset.json": "01_data_exploration",
     "vqvae.keras": "02_vqvae_training",
     "prior.keras": "04_pixelcnn_training",
+    "codes.npz": "04_pixelcnn_training",
 }
 
 

@@ -165,7 +165,7 @@ def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time
         steps = steps_per_epoch or None
         model.fit(train_ds.repeat() if steps else train_ds, epochs=epochs, steps_per_epoch=steps,
                   initial_epoch=initial_epoch, callbacks=callbacks, validation_data=validation_data,
-                  verbose=verbose)
+                  shuffle=False, verbose=verbose)   # tf.data pipelines shuffle themselves
     model.save(final)
     write_json(state_file, {"epoch": len(history.get("loss", [])) - 1, "history": history, "finished": True})
     return model, history
@@ -223,3 +223,60 @@ def vqvae_metrics(model, scores, train_seconds) -> dict:
             "codebook_size": int(model.num_codes), "codebook_used_fraction": usage["used_fraction"],
             "perplexity": usage["perplexity"], "latent_grid": list(model.latent_grid),
             "train_seconds": float(train_seconds), "test_images": int(len(scores["ssim"]))}
+
+
+# ----------------------------------------------------------------------------- the prior
+def prior_inputs(codes, positions=None, labels=None) -> dict:
+    """The prior's input dict; conditioning entries only when given."""
+    inputs = {"codes": np.asarray(codes, np.int32)}
+    if positions is not None:
+        inputs["position"] = np.asarray(positions, np.int32)
+    if labels is not None:
+        inputs["label"] = np.asarray(labels, np.int32)
+    return inputs
+
+
+def code_dataset(inputs: dict, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """(inputs, codes) batches for fitting a prior on code maps."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((inputs, inputs["codes"]))
+    if shuffle:
+        ds = ds.shuffle(min(len(inputs["codes"]), 10_000), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def compile_prior(model, learning_rate: float):
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return model
+
+
+def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorboard=False, verbose=2):
+    """Fit the prior on code maps (see ``fit_resumable``); ``build()`` returns an uncompiled prior."""
+    save_config(cfg, Path(run_dir) / "prior_config.json")
+    return fit_resumable("prior", lambda: compile_prior(build(), cfg.prior_learning_rate), train_ds, run_dir,
+                         epochs=cfg.prior_epochs, learning_rate=cfg.prior_learning_rate,
+                         time_budget_s=cfg.prior_time_budget_s, seed=cfg.prior_seed, validation_data=val_ds,
+                         retrain=retrain, tensorboard=tensorboard, verbose=verbose)
+
+
+def prior_scores(model, dataset) -> dict:
+    """Bits per code (cross-entropy in bits, averaged over every position), accuracy, and
+    the mean bits at each grid position, over a dataset of (inputs, codes) batches."""
+    total_bits, total_hits, count, bits_map = 0.0, 0, 0, None
+    for inputs, codes in dataset:
+        logits = _numpy(model(inputs, training=False)).astype(np.float64)
+        codes = np.asarray(codes)
+        logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+        picked = np.take_along_axis(logits, codes[..., None], axis=-1)[..., 0]
+        bits = (logz - picked) / np.log(2.0)
+        total_bits += bits.sum()
+        total_hits += int((logits.argmax(-1) == codes).sum())
+        count += codes.size
+        bits_map = bits.sum(0) if bits_map is None else bits_map + bits.sum(0)
+    if not count:
+        raise BrainVQError("the evaluation split has no code maps: nothing to score")
+    n_maps = count // bits_map.size
+    return {"bits_per_code": total_bits / count, "accuracy": total_hits / count, "bits_map": bits_map / n_maps}
