@@ -8,6 +8,7 @@ papermill, one progress line each.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -66,6 +67,13 @@ def start(profile: str = "demo", dataset: str = "synthetic", data_dir=None, run_
     """
     import keras
 
+    if isinstance(overrides, str):   # `papermill -p overrides '{"epochs": 5}'` passes a string
+        try:
+            overrides = json.loads(overrides)
+        except json.JSONDecodeError:
+            raise BrainVQError(f"overrides {overrides!r} is not a JSON object like '{{\"epochs\": 5}}'") from None
+    if not isinstance(overrides or {}, dict):
+        raise BrainVQError(f"overrides must be a dict of parameter names to values; got {overrides!r}")
     overrides = dict(overrides or {})
     overrides.setdefault("dataset", dataset)
     if data_dir is not None:

@@ -1,0 +1,172 @@
+"""The samplers: the fast one equals the reference draw for draw, its logits equal the model's,
+the draw follows softmax(logits / T) over the top k, and bad arguments fail clearly.
+
+Backend-agnostic: run it under TensorFlow and again with KERAS_BACKEND=jax.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from brainvq_utils.errors import BrainVQError
+from brainvq_utils.prior import build_prior
+from brainvq_utils.sampling import fast_logits, gumbel_noise, pick_codes, sample
+
+K = 16
+
+
+def np_(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def small_prior(arch="gated", grid=(8, 8), conditional=False, layers=3, seed=0, spread=6.0):
+    """Random weights; the last layer is scaled so that logits, not the noise alone, decide."""
+    extra = dict(num_positions=4, num_classes=2) if conditional else {}
+    model = build_prior(arch, num_codes=K, grid=grid, channels=16, num_layers=layers, seed=seed, **extra)
+    last = model.head2 if arch == "gated" else model.to_logits
+    last.kernel.assign(last.kernel * spread)
+    return model
+
+
+def model_logits(model, codes, position=None, label=None):
+    inputs = {"codes": codes}
+    if position is not None:
+        inputs["position"] = np.broadcast_to(position, len(codes)).astype("int32")
+    if label is not None:
+        inputs["label"] = np.broadcast_to(label, len(codes)).astype("int32")
+    return np_(model(inputs))
+
+
+CASES = [  # arch, grid, conditional
+    ("gated", (8, 8), False),
+    ("gated", (6, 10), True),
+    ("pixelcnn", (8, 8), False),
+    ("pixelcnn", (6, 10), False),
+]
+SETTINGS = [  # seed, temperature, top_k
+    (0, 1.0, None),
+    (1, 0.7, 5),
+    (2, 1.5, None),
+    (3, 1.5, 5),
+]
+
+
+@pytest.mark.parametrize("arch,grid,conditional", CASES)
+def test_fast_sampler_equals_the_reference_draw_for_draw(arch, grid, conditional):
+    model = small_prior(arch, grid, conditional)
+    cond = dict(position=[0, 3, 1], label=[1, 0, 1]) if conditional else {}
+    for seed, temperature, top_k in SETTINGS:
+        kw = dict(temperature=temperature, top_k=top_k, seed=seed, batch_size=2, **cond)  # 3 = 2 + a padded 1
+        fast = sample(model, 3, method="fast", **kw)
+        reference = sample(model, 3, method="reference", **kw)
+        assert fast.shape == (3, *grid) and fast.dtype == np.int32
+        np.testing.assert_array_equal(fast, reference, err_msg=f"seed {seed}, T {temperature}, top_k {top_k}")
+        assert len(np.unique(fast)) > 3
+        logits = model_logits(model, fast, cond.get("position"), cond.get("label"))
+        if top_k is not None:   # every code is among the top k at its position
+            kth = np.sort(logits, axis=-1)[..., -top_k]
+            assert np.all(np.take_along_axis(logits, fast[..., None], -1)[..., 0] >= kth - 1e-6)
+
+
+@pytest.mark.parametrize("arch,grid,conditional", CASES[:3])
+def test_fast_logits_equal_the_model(arch, grid, conditional):
+    model = small_prior(arch, grid, conditional)
+    codes = np.random.default_rng(1).integers(0, K, (3, *grid)).astype("int32")
+    cond = dict(position=np.array([0, 3, 2]), label=np.array([1, 0, 0])) if conditional else {}
+    full = model_logits(model, codes, **cond)
+    np.testing.assert_allclose(fast_logits(model, codes, **cond), full, atol=1e-4, rtol=0)
+
+
+def test_top_1_is_greedy_decoding():
+    model = small_prior("gated", (6, 10), conditional=True)
+    codes = sample(model, 2, top_k=1, seed=4, position=2, label=1)
+    # the logits at (i, j) only see earlier codes, so one pass over the result scores every step
+    logits = model_logits(model, codes, 2, 1)
+    np.testing.assert_array_equal(codes, logits.argmax(-1))
+    # greedy decoding ignores the noise: another seed gives the same maps
+    np.testing.assert_array_equal(sample(model, 2, top_k=1, seed=5, position=2, label=1), codes)
+
+
+def test_draws_follow_the_tempered_top_k_softmax():
+    model = small_prior("gated", (2, 3), spread=3.0)
+    first = model_logits(model, np.zeros((1, 2, 3), "int32"))[0, 0, 0]   # (0, 0) has no context
+    n = 6000
+    for temperature, top_k in ((1.0, None), (0.6, 4)):
+        codes = sample(model, n, temperature=temperature, top_k=top_k, seed=7, batch_size=n)[:, 0, 0]
+        z = first / temperature
+        if top_k:
+            z = np.where(z >= np.sort(z)[-top_k], z, -np.inf)
+        expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        observed = np.bincount(codes, minlength=K) / n
+        assert np.all(observed[expected == 0] == 0)
+        # within 4.5 standard errors everywhere
+        assert np.all(np.abs(observed - expected) <= 4.5 * np.sqrt(expected * (1 - expected) / n) + 1e-9)
+
+
+def test_pick_codes_is_the_gumbel_max_rule():
+    logits = np.random.default_rng(2).normal(size=(5, K)).astype("float32")
+    noise = np_(gumbel_noise((5, K), keras.random.SeedGenerator(3)))
+    np.testing.assert_array_equal(np_(pick_codes(logits, noise, 2.0)), np.argmax(logits / 2.0 + noise, -1))
+    top2 = np_(pick_codes(logits, noise, 1.0, top_k=2))
+    for row, code in enumerate(top2):
+        best = np.argsort(logits[row])[-2:]
+        assert code == best[np.argmax(logits[row, best] + noise[row, best])]
+
+
+def test_seeding():
+    model = small_prior("gated", (4, 5))
+    a = sample(model, 4, seed=11, batch_size=4)
+    np.testing.assert_array_equal(a, sample(model, 4, seed=11, batch_size=4))
+    assert not np.array_equal(a, sample(model, 4, seed=12, batch_size=4))
+    assert not np.array_equal(a[0], a[1]), "samples of one batch draw different noise"
+
+
+def test_conditioning_changes_the_samples():
+    model = small_prior("gated", (4, 5), conditional=True)
+    a = sample(model, 4, seed=1, position=0, label=0)
+    assert not np.array_equal(a, sample(model, 4, seed=1, position=3, label=0))
+    assert not np.array_equal(a, sample(model, 4, seed=1, position=0, label=1))
+    mixed = sample(model, 2, seed=1, position=[0, 3], label=[0, 0])
+    assert mixed.shape == (2, 4, 5)
+
+
+def test_progress_bar(capsys):
+    model = small_prior("gated", (3, 4))
+    sample(model, 2, progress=True)
+    sample(model, 1, method="reference", progress=True)
+    err = capsys.readouterr().err
+    assert "3/3" in err and "12/12" in err
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(temperature=0), "temperature=0.0 must be a positive"),
+    (dict(temperature=-1.0), "temperature=-1.0"),
+    (dict(temperature=float("nan")), "temperature=nan"),
+    (dict(top_k=0), r"top_k=0 is out of range; use 1\.\.16"),
+    (dict(top_k=17), "top_k=17"),
+    (dict(top_k=2.5), "top_k=2.5 must be an integer"),
+    (dict(n=0), "n=0 is out of range"),
+    (dict(method="beam"), "'beam' is not known"),
+    (dict(batch_size=0), "batch_size=0"),
+    (dict(position=None), "conditioned on position"),
+    (dict(position=4), r"position values range over \[4, 4\] but the prior knows 4"),
+    (dict(position=[0, 1, 2]), "3 values for n=2"),
+    (dict(label=None), "conditioned on label"),
+    (dict(label=-1), r"label values range over \[-1"),
+    (dict(label=0.5), "must hold integers"),
+])
+def test_bad_arguments(kwargs, match):
+    model = small_prior("gated", (3, 4), conditional=True)
+    args = {"n": 2, "position": 1, "label": 0, **kwargs}
+    with pytest.raises(BrainVQError, match=match):
+        sample(model, **args)
+
+
+def test_conditioning_a_prior_without_it():
+    model = small_prior("pixelcnn", (3, 4))
+    with pytest.raises(BrainVQError, match="without position conditioning"):
+        sample(model, 1, position=3)
+    with pytest.raises(BrainVQError, match="without label conditioning"):
+        sample(model, 1, label=0)
+    with pytest.raises(BrainVQError, match="not a brainvq prior"):
+        sample(keras.Sequential([keras.layers.Dense(2)]), 1)
