@@ -1,14 +1,15 @@
 """Benchmark: test bits per code of the gated prior against the baseline, same training time.
 
-    brainvq bench prior --run-dir RUN [--budget 180] [--variants pixelcnn gated gated+position]
+    brainvq bench prior --run-dir RUN [--budget 180] [--variants pixelcnn gated ...]
 
 Needs a run whose notebook 04 wrote ``codes.npz`` (the VQ-VAE's code maps of every
 split). Each variant trains from scratch on the train codes for ``--budget`` seconds
 (validation time included) with the profile's prior settings, then is scored on the
 test codes: bits per code (cross-entropy in bits), accuracy. Variants: the masked
-baseline (keras.io-sized: 128 channels, 2 residual blocks), the gated prior without
-conditioning, and the gated prior conditioned on the slice position. Prints a table and
-one JSON line.
+baseline (keras.io-sized: 128 channels, 2 residual blocks) and the gated prior, neither
+conditioned (the like-for-like pair), then the gated prior with the grid-location
+embedding, and with location and slice position (the default). Prints a table and one
+JSON line.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from brainvq_utils import training  # noqa: E402
 from brainvq_utils.config import PriorConfig, load_params, stage_config  # noqa: E402
 from brainvq_utils.prior import build_prior  # noqa: E402
 
-VARIANTS = {
-    "pixelcnn": dict(prior_arch="pixelcnn", prior_channels=128, prior_layers=2, condition_on_position=False),
-    "gated": dict(prior_arch="gated", condition_on_position=False),
-    "gated+position": dict(prior_arch="gated", condition_on_position=True),
+VARIANTS = {   # the first two are the like-for-like comparison: neither is conditioned
+    "pixelcnn": dict(prior_arch="pixelcnn", prior_channels=128, prior_layers=2, condition_on_position=False,
+                     prior_location=False),
+    "gated": dict(prior_arch="gated", condition_on_position=False, prior_location=False),
+    "gated+location": dict(prior_arch="gated", condition_on_position=False, prior_location=True),
+    "gated+location+position": dict(prior_arch="gated", condition_on_position=True, prior_location=True),
 }
 
 
@@ -48,7 +51,7 @@ def bench_one(name, codes, args):
         return training.prior_inputs(codes[f"{split}_codes"], codes[f"{split}_position"] if positions else None)
 
     build = lambda: build_prior(cfg.prior_arch, k, grid, cfg.prior_channels, cfg.prior_layers, cfg.prior_kernel,
-                                num_positions=positions, seed=cfg.prior_seed)
+                                num_positions=positions, location=cfg.prior_location, seed=cfg.prior_seed)
     with tempfile.TemporaryDirectory() as tmp:
         keras.utils.set_random_seed(cfg.prior_seed)
         prior, history = training.train_prior(

@@ -79,6 +79,7 @@ class PriorConfig:
     prior_kernel: int = 3
     condition_on_position: bool = True  # slice position, where the data set knows it
     condition_on_label: bool = True     # class (AD/NC), where the data set has labels
+    prior_location: bool = True       # gated prior: learn where on the grid each code lies
     prior_learning_rate: float = 2e-3
     prior_batch_size: int = 32
     prior_epochs: int = 30

@@ -17,7 +17,12 @@ Two architectures share one interface (`build_prior`, `prior_info`, a dict input
   that sees the current row up to the current position, joined by a 1x1 link from vertical to
   horizontal, so there is no blind spot. Every layer computes
   ``tanh(W_f * x + V_f c) * sigmoid(W_g * x + V_g c)``, with ``c`` the embedding of the slice
-  position and of the class label (a conditional bias per layer).
+  position and of the class label (a conditional bias per layer) plus, with ``location=True``,
+  a learned embedding of the grid position (i, j) itself: the paper's location-dependent
+  conditioning ``V * s`` with a 1x1 map ``s``. Registered slices share their layout, so
+  knowing where on the grid a code lies tells the prior where the brain's edge and midline
+  are, which a stack of 3x3 layers that sees a few rows above cannot work out. It depends on
+  no code, so causality is untouched.
 
 The gated layers are written as full-grid convolutions for training (``call``) and as the
 same arithmetic on one row (vertical stack) or one position (horizontal stack) for the fast
@@ -194,14 +199,19 @@ class GatedLayer(layers.Layer):
         super().build(input_shape)
 
     def cond_biases(self, cond, batch_size):
-        """The conditional biases (B, 2C) added to the vertical and horizontal gates."""
+        """The conditional biases added to the vertical and horizontal gates: (..., 2C) for a
+        conditioning ``cond`` of shape (..., cond_dim), e.g. (B, C) or a map (1, h, w, C);
+        zeros (batch_size, 2C) without one."""
         zeros = ops.zeros((batch_size, 2 * self.channels))
         if cond is None or not self.cond_dim:
             return zeros, zeros
-        return (zeros if self.last else ops.matmul(cond, self.cond_to_v)), ops.matmul(cond, self.cond_to_h)
+        cond_h = ops.matmul(cond, self.cond_to_h)
+        return (ops.zeros_like(cond_h) if self.last else ops.matmul(cond, self.cond_to_v)), cond_h
 
     # -- whole grid --------------------------------------------------------------------------
-    def call(self, v, h, cond=None):
+    def call(self, v, h, cond=None, location=None):
+        """Vertical and horizontal outputs on the whole grid. cond: (B, cond_dim) or None;
+        location: a (h, w, cond_dim) map added to it at every grid position, or None."""
         r, width = self.radius, ops.shape(h)[2]
         height = ops.shape(v)[1]
         batch = ops.shape(v)[0]
@@ -212,10 +222,14 @@ class GatedLayer(layers.Layer):
             v_src = ops.pad(v, [[0, 0], [r, 0], [r, r], [0, 0]])
             h_src = ops.pad(h, [[0, 0], [0, 0], [r, 0], [0, 0]])
         cond_v, cond_h = self.cond_biases(cond, batch)
+        cond_v, cond_h = cond_v[:, None, None, :], cond_h[:, None, None, :]
+        if location is not None:
+            loc_v, loc_h = self.cond_biases(location[None], 1)
+            cond_v, cond_h = cond_v + loc_v, cond_h + loc_h
         v_conv = ops.conv(v_src, self.v_kernel, padding="valid") + self.v_bias
-        v_out = None if self.last else gate(v_conv + cond_v[:, None, None, :])
+        v_out = None if self.last else gate(v_conv + cond_v)
         h_pre = (ops.conv(h_src, self.h_kernel, padding="valid") + self.h_bias
-                 + ops.matmul(v_conv, self.v_to_h) + cond_h[:, None, None, :])
+                 + ops.matmul(v_conv, self.v_to_h) + cond_h)
         h_out = ops.matmul(gate(h_pre), self.h_out_kernel) + self.h_out_bias
         return v_out, (h_out if self.first else h + h_out)
 
@@ -240,7 +254,8 @@ def vertical_row(p, window, cond_v):
 
     window: (B, r+1, w+2r, Cin), the layer's vertical input (moved down one row in the first
     layer) at the r+1 rows ending at this row, zero-padded by r columns each side; p: the
-    layer's ``params()``; cond_v: (B, 2C). Returns the gated row (B, w, C) and the vertical
+    layer's ``params()``; cond_v: the conditional bias, (B, 2C) or per column (B, w, 2C).
+    Returns the gated row (B, w, C) and the vertical
     link into the horizontal gate (B, w, 2C), equal to row i of ``GatedLayer.call``.
     """
     rows, kw, cin = p["v_kernel"].shape[:3]
@@ -248,7 +263,9 @@ def vertical_row(p, window, cond_v):
     # The convolution as one matmul over the (r+1) x k taps (faster than a 1-row conv on CPU).
     taps = ops.concatenate([window[:, a, b: b + width] for a in range(rows) for b in range(kw)], axis=-1)
     v_conv = ops.matmul(taps, ops.reshape(p["v_kernel"], (rows * kw * cin, -1))) + p["v_bias"]
-    return gate(v_conv + cond_v[:, None, :]), ops.matmul(v_conv, p["v_to_h"])
+    if len(cond_v.shape) == 2:
+        cond_v = cond_v[:, None, :]
+    return gate(v_conv + cond_v), ops.matmul(v_conv, p["v_to_h"])
 
 
 def horizontal_step(p, window, link, cond_h, first):
@@ -292,7 +309,7 @@ class _Prior(keras.Model):
     arch = None
 
     def __init__(self, num_codes=512, grid=(32, 32), channels=64, num_layers=8, kernel_size=3,
-                 embedding_dim=None, num_positions=0, num_classes=0, seed=0, **kwargs):
+                 embedding_dim=None, num_positions=0, num_classes=0, location=False, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.num_codes = int(num_codes)
         self.grid = tuple(int(s) for s in grid)
@@ -302,6 +319,7 @@ class _Prior(keras.Model):
         self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
         self.num_positions = int(num_positions or 0)
         self.num_classes = int(num_classes or 0)
+        self.location = bool(location)
         self.seed = seed
 
     @property
@@ -313,7 +331,7 @@ class _Prior(keras.Model):
         config.update(num_codes=self.num_codes, grid=list(self.grid), channels=self.channels,
                       num_layers=self.num_layers, kernel_size=self.kernel_size,
                       embedding_dim=self.embedding_dim, num_positions=self.num_positions,
-                      num_classes=self.num_classes, seed=self.seed)
+                      num_classes=self.num_classes, location=self.location, seed=self.seed)
         return config
 
     def build_from_config(self, config):  # every weight is made in __init__
@@ -371,9 +389,9 @@ class PixelCNNPrior(_Prior):
         if self.conditional:
             raise BrainVQError("the 'pixelcnn' baseline takes no position or label conditioning; "
                                "use arch='gated' or num_positions=num_classes=0")
-        if self.embedding_dim is not None:
-            raise BrainVQError("the 'pixelcnn' baseline reads one-hot codes and has no embedding_dim; "
-                               "leave it None or use arch='gated'")
+        if self.embedding_dim is not None or self.location:
+            raise BrainVQError("the 'pixelcnn' baseline reads one-hot codes and has no embedding_dim or "
+                               "location embedding; leave them at None / False or use arch='gated'")
         s, c = self.seed, self.channels
         sub = (lambda i: None if s is None else int(s) * 101 + i)
         self.first_conv = MaskedConv2D(c, self.first_kernel_size, "A", activation="relu", seed=sub(0),
@@ -444,12 +462,16 @@ class GatedPixelCNNPrior(_Prior):
                                                     name="position_embedding") if self.num_positions else None)
         self.label_embedding = (layers.Embedding(self.num_classes, c, embeddings_initializer=normal(2),
                                                  name="label_embedding") if self.num_classes else None)
-        cond_dim = c if self.conditional else 0
+        h, w = self.grid
+        # Small at the start, so that the prior first learns from the codes themselves.
+        self.location_embedding = (self.add_weight(shape=(h, w, c), name="location_embedding",
+                                                   initializer=keras.initializers.RandomNormal(0.0, 0.1, seed=sub(3)))
+                                   if self.location else None)
+        cond_dim = c if (self.conditional or self.location) else 0
         self.gated_layers = [GatedLayer(c, k, first=(i == 0), last=(i == self.num_layers - 1), cond_dim=cond_dim,
                                         seed=sub(10 + i), name=f"gated{i}") for i in range(self.num_layers)]
         self.head1 = layers.Dense(c, kernel_initializer=_glorot(sub(60), 0), name="head1")
         self.head2 = layers.Dense(self.num_codes, kernel_initializer=_glorot(sub(61), 0), name="head2")
-        h, w = self.grid
         self.code_embedding.build((None, h, w))
         for emb in (self.position_embedding, self.label_embedding):
             if emb is not None:
@@ -483,22 +505,31 @@ class GatedPixelCNNPrior(_Prior):
                 "head2_kernel": t(self.head2.kernel), "head2_bias": t(self.head2.bias)}
 
     def fast_cond_biases(self, position, label, batch_size):
-        """The conditional biases of the vertical and horizontal gates, each (L, B, 2C)."""
+        """The conditional biases of the vertical and horizontal gates, each (L, B, 2C), and
+        the location biases of the same gates, each (L, h, w, 2C) (zeros without location)."""
         cond = self.condition(position, label) if self.conditional else None
         biases = [layer.cond_biases(cond, batch_size) for layer in self.gated_layers]
-        return ops.stack([b[0] for b in biases]), ops.stack([b[1] for b in biases])
+        h, w = self.grid
+        if self.location_embedding is None:
+            loc_v = loc_h = ops.zeros((len(self.gated_layers), h, w, 2 * self.channels))
+        else:
+            loc = [layer.cond_biases(ops.convert_to_tensor(self.location_embedding), 1)
+                   for layer in self.gated_layers]
+            loc_v, loc_h = ops.stack([b[0] for b in loc]), ops.stack([b[1] for b in loc])
+        return ops.stack([b[0] for b in biases]), ops.stack([b[1] for b in biases]), loc_v, loc_h
 
     def call(self, inputs, training=False):
         codes, position, label = self._unpack(inputs)
         cond = self.condition(position, label)
         v = h = self.code_embedding(codes)
+        location = None if self.location_embedding is None else ops.convert_to_tensor(self.location_embedding)
         for layer in self.gated_layers:
-            v, h = layer(v, h, cond)
+            v, h = layer(v, h, cond, location)
         return self.head(h)
 
 
 def build_prior(arch="gated", num_codes=512, grid=(32, 32), channels=64, num_layers=8, kernel_size=3,
-                embedding_dim=None, num_positions=0, num_classes=0, seed=0) -> keras.Model:
+                embedding_dim=None, num_positions=0, num_classes=0, location=False, seed=0) -> keras.Model:
     """An autoregressive prior over (h, w) maps of ``num_codes`` codes.
 
     Args:
@@ -513,6 +544,8 @@ def build_prior(arch="gated", num_codes=512, grid=(32, 32), channels=64, num_lay
         embedding_dim: code embedding size of the gated prior (default: ``channels``).
         num_positions: slice positions S to condition on (0: none).
         num_classes: class labels to condition on (0: none).
+        location: condition every gated layer on a learned embedding of the grid position
+            (i, j) (gated prior only).
         seed: seed of the initial weights.
 
     The model takes ``{"codes": (B, h, w) int32}`` plus ``"position"`` / ``"label"`` (B,) int32
@@ -533,15 +566,16 @@ def build_prior(arch="gated", num_codes=512, grid=(32, 32), channels=64, num_lay
     cls = GatedPixelCNNPrior if arch == "gated" else PixelCNNPrior
     return cls(num_codes=num_codes, grid=grid, channels=channels, num_layers=num_layers,
                kernel_size=kernel_size, embedding_dim=embedding_dim, num_positions=num_positions,
-               num_classes=num_classes, seed=seed, name=f"{arch}_prior")
+               num_classes=num_classes, location=location, seed=seed, name=f"{arch}_prior")
 
 
 def prior_info(model) -> dict:
     """What a (possibly loaded) prior was built with: arch, num_codes, grid, channels,
-    num_layers, kernel_size, embedding_dim, num_positions, num_classes."""
+    num_layers, kernel_size, embedding_dim, num_positions, num_classes, location."""
     if not isinstance(model, _Prior):
         raise BrainVQError(f"{type(model).__name__} is not a brainvq prior; build one with build_prior "
                            "or load prior.keras after `import brainvq_utils`")
     return dict(arch=model.arch, num_codes=model.num_codes, grid=tuple(model.grid), channels=model.channels,
                 num_layers=model.num_layers, kernel_size=model.kernel_size, embedding_dim=model.embedding_dim,
-                num_positions=model.num_positions, num_classes=model.num_classes)
+                num_positions=model.num_positions, num_classes=model.num_classes,
+                location=bool(getattr(model, "location", False)))

@@ -36,8 +36,10 @@ def influence(model, base, extra=None):
 @pytest.mark.parametrize("arch", ["gated", "pixelcnn"])
 def test_logits_depend_only_on_earlier_codes(arch):
     extra = {"position": np.array([3]), "label": np.array([1])} if arch == "gated" else {}
-    conditioning = dict(num_positions=8, num_classes=2) if arch == "gated" else {}
+    conditioning = dict(num_positions=8, num_classes=2, location=True) if arch == "gated" else {}
     model = build_prior(arch, num_codes=K, grid=(H, W), channels=16, num_layers=3, seed=2, **conditioning)
+    if arch == "gated":   # a location map as large as a trained one, so that it would show
+        model.location_embedding.assign(model.location_embedding * 20.0)
     base = np.random.default_rng(0).integers(0, K, (H, W)).astype("int32")
     diff = influence(model, base, extra)
     n = H * W
@@ -101,6 +103,21 @@ def test_conditioning_changes_the_logits():
     assert np.abs(out[0] - out[1]).max() > 1e-4
 
 
+def test_location_conditioning_tells_grid_positions_apart():
+    """With location=True, two positions with the same context (a constant code map) get
+    different logits; without it, interior positions of a constant map are alike."""
+    codes = np.full((1, 9, 9), 3, "int32")
+    plain = build_prior("gated", num_codes=K, grid=(9, 9), channels=16, num_layers=2, seed=5)
+    located = build_prior("gated", num_codes=K, grid=(9, 9), channels=16, num_layers=2, location=True, seed=5)
+    assert prior_info(located)["location"] and not prior_info(plain)["location"]
+    # (4, 4) and (5, 5): both see only code 3 around them, out of reach of the zero padding
+    a, b = np_(plain(codes))[0], np_(located(codes))[0]
+    np.testing.assert_allclose(a[4, 4], a[5, 5], atol=1e-5)
+    assert np.abs(b[4, 4] - b[5, 5]).max() > 1e-4
+    # the location map is a trained weight
+    assert any("location_embedding" in w.path for w in located.trainable_weights)
+
+
 @pytest.mark.parametrize("arch", ["gated", "pixelcnn"])
 def test_shapes_and_info(arch):
     model = build_prior(arch, num_codes=K, grid=(6, 10), channels=8, num_layers=2, seed=0)
@@ -157,6 +174,7 @@ def test_wrong_inputs_raise():
     (dict(arch="transformer"), "'transformer' is not known"),
     (dict(arch="pixelcnn", num_positions=32), "takes no position or label"),
     (dict(arch="pixelcnn", num_classes=2), "takes no position or label"),
+    (dict(arch="pixelcnn", location=True), "no embedding_dim or location"),
     (dict(kernel_size=4), "kernel_size 4 must be odd"),
     (dict(num_codes=1), "num_codes 1"),
     (dict(num_classes=1), "num_classes=1"),
@@ -181,7 +199,7 @@ def test_saved_priors_load_here_and_in_a_fresh_process_on_the_other_backend(tmp_
     rng = np.random.default_rng(7)
     cases = {
         "gated": (build_prior("gated", num_codes=K, grid=(4, 6), channels=8, num_layers=2, embedding_dim=4,
-                              num_positions=8, num_classes=2, seed=1),
+                              num_positions=8, num_classes=2, location=True, seed=1),
                   {"codes": rng.integers(0, K, (3, 4, 6)).astype("int32"), "position": np.array([0, 3, 7]),
                    "label": np.array([1, 0, 1])}),
         "pixelcnn": (build_prior("pixelcnn", num_codes=K, grid=(4, 6), channels=8, num_layers=1, seed=1),

@@ -20,11 +20,15 @@ def np_(x):
 
 
 def small_prior(arch="gated", grid=(8, 8), conditional=False, layers=3, seed=0, spread=6.0):
-    """Random weights; the last layer is scaled so that logits, not the noise alone, decide."""
-    extra = dict(num_positions=4, num_classes=2) if conditional else {}
+    """Random weights; the last layer is scaled so that logits, not the noise alone, decide.
+    conditional: False, True (position, label and grid location) or "location" (only that)."""
+    extra = {False: {}, True: dict(num_positions=4, num_classes=2, location=True),
+             "location": dict(location=True)}[conditional]
     model = build_prior(arch, num_codes=K, grid=grid, channels=16, num_layers=layers, seed=seed, **extra)
     last = model.head2 if arch == "gated" else model.to_logits
     last.kernel.assign(last.kernel * spread)
+    if extra.get("location"):   # a trained-sized location map, not the small initial one
+        model.location_embedding.assign(model.location_embedding * 20.0)
     return model
 
 
@@ -40,6 +44,7 @@ def model_logits(model, codes, position=None, label=None):
 CASES = [  # arch, grid, conditional
     ("gated", (8, 8), False),
     ("gated", (6, 10), True),
+    ("gated", (5, 7), "location"),
     ("pixelcnn", (8, 8), False),
     ("pixelcnn", (6, 10), False),
 ]
@@ -54,7 +59,7 @@ SETTINGS = [  # seed, temperature, top_k
 @pytest.mark.parametrize("arch,grid,conditional", CASES)
 def test_fast_sampler_equals_the_reference_draw_for_draw(arch, grid, conditional):
     model = small_prior(arch, grid, conditional)
-    cond = dict(position=[0, 3, 1], label=[1, 0, 1]) if conditional else {}
+    cond = dict(position=[0, 3, 1], label=[1, 0, 1]) if conditional is True else {}
     for seed, temperature, top_k in SETTINGS:
         kw = dict(temperature=temperature, top_k=top_k, seed=seed, batch_size=2, **cond)  # 3 = 2 + a padded 1
         fast = sample(model, 3, method="fast", **kw)
@@ -68,11 +73,11 @@ def test_fast_sampler_equals_the_reference_draw_for_draw(arch, grid, conditional
             assert np.all(np.take_along_axis(logits, fast[..., None], -1)[..., 0] >= kth - 1e-6)
 
 
-@pytest.mark.parametrize("arch,grid,conditional", CASES[:3])
+@pytest.mark.parametrize("arch,grid,conditional", CASES[:4])
 def test_fast_logits_equal_the_model(arch, grid, conditional):
     model = small_prior(arch, grid, conditional)
     codes = np.random.default_rng(1).integers(0, K, (3, *grid)).astype("int32")
-    cond = dict(position=np.array([0, 3, 2]), label=np.array([1, 0, 0])) if conditional else {}
+    cond = dict(position=np.array([0, 3, 2]), label=np.array([1, 0, 0])) if conditional is True else {}
     full = model_logits(model, codes, **cond)
     np.testing.assert_allclose(fast_logits(model, codes, **cond), full, atol=1e-4, rtol=0)
 
