@@ -10,7 +10,8 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 def test_the_notebooks_are_there_in_order():
     names = [p.stem for p in NOTEBOOKS]
-    assert names[:3] == ["01_data_exploration", "02_vqvae_training", "03_codebook_inspection"]
+    assert names == ["01_data_exploration", "02_vqvae_training", "03_codebook_inspection",
+                     "04_pixelcnn_training", "05_generation_and_evaluation"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -28,3 +29,14 @@ def test_notebook_is_clean_and_parameterised(path):
     assert "sys.path" not in source, f"{path.name} edits sys.path; import the installed package"
     assert "google.colab" in "".join(code[0]["source"]), f"{path.name}: first code cell is not the Colab setup"
     assert "pipeline.start(" in source and "save_figure" in source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_prose_has_no_control_characters(path):
+    """A LaTeX command written with one backslash in a generator script (\\times, \\nu) turns
+    into a tab or newline escape and renders as garbage."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        text = "".join(cell["source"])
+        bad = sorted({repr(ch) for ch in text if ord(ch) < 32 and ch != "\n"})
+        assert not bad, f"{path.name} {cell.get('id')}: control characters {bad} in the source"
