@@ -124,9 +124,8 @@ PROFILES: dict[str, dict] = {
                   prior_channels=16, prior_layers=3, prior_epochs=3, n_samples=8),
     # The embedded cohort on a 2-core laptop CPU: VQ-VAE in 5 minutes, prior in 5, all within 15.
     # (A 240 s VQ-VAE run reached test SSIM 0.92 only: it stalled after a poor first epoch.)
-    # Small prior batches learn most per CPU second: after 300 s, test bits per code were 3.05
-    # (batch 32, 480 s), 2.92 (16, 360 s), 2.81 (8) and 2.74 (4, lr 1.5e-3). Samples at T = 0.7
-    # balance nearest-neighbour SSIM against diversity (README, `brainvq bench temperature`).
+    # Small prior batches learn most per CPU second (batch 4 beat 8, 16 and 32 in 5 minutes).
+    # Samples at T = 0.7 balance nearest-neighbour SSIM against diversity (`brainvq bench temperature`).
     "demo": dict(time_budget_s=300.0, prior_time_budget_s=300.0, prior_batch_size=4, prior_learning_rate=1.5e-3,
                  temperature=0.7),
     # OASIS/ADNI at native size on a GPU.
