@@ -25,7 +25,6 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from brainvq_utils import metrics, pipeline, sampling  # noqa: E402
 from brainvq_utils.errors import BrainVQError  # noqa: E402
@@ -68,12 +67,7 @@ def main():
     real = {"setting": "real test slices", "nn_ssim_mean": round(float(real_nn.mean()), 4),
             "frac_above_0_6": round(float((real_nn > 0.6).mean()), 4),
             "diversity": round(metrics.mean_pairwise_ssim(test_images, 400), 4)}
-    pick = np.random.default_rng(args.seed).integers(0, len(codes["train_codes"]), args.n)
-    cond = {}
-    if info["num_positions"]:
-        cond["position"] = codes["train_position"][pick]
-    if info["num_classes"]:
-        cond["label"] = codes["train_label"][pick]
+    cond = pipeline.sample_conditions(codes, info, args.n, args.seed)
     results = []
     for temperature, top_k in settings:
         start = time.perf_counter()

@@ -214,6 +214,19 @@ def conditioning(codes: dict, cfg) -> tuple[int, int]:
     return positions, classes
 
 
+def sample_conditions(codes: dict, info: dict, n: int, seed: int) -> dict:
+    """Conditioning for ``n`` samples drawn like the training data: the slice position and
+    class of ``n`` training slices picked at random, for what the prior (``info``) knows."""
+    import numpy as np
+    pick = np.random.default_rng(seed).integers(0, len(codes["train_codes"]), n)
+    cond = {}
+    if info["num_positions"]:
+        cond["position"] = codes["train_position"][pick]
+    if info["num_classes"]:
+        cond["label"] = codes["train_label"][pick]
+    return cond
+
+
 def split_inputs(codes: dict, split: str, positions: int, classes: int) -> dict:
     from .training import prior_inputs
     return prior_inputs(codes[f"{split}_codes"], codes[f"{split}_position"] if positions else None,

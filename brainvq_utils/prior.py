@@ -578,4 +578,4 @@ def prior_info(model) -> dict:
     return dict(arch=model.arch, num_codes=model.num_codes, grid=tuple(model.grid), channels=model.channels,
                 num_layers=model.num_layers, kernel_size=model.kernel_size, embedding_dim=model.embedding_dim,
                 num_positions=model.num_positions, num_classes=model.num_classes,
-                location=bool(getattr(model, "location", False)))
+                location=model.location)

@@ -206,18 +206,23 @@ def check_downsample(downsample: int) -> int:
     return downsample
 
 
+def check_architecture(architecture: str, downsample: int) -> None:
+    """The encoder/decoder arguments both builders share, checked before any layer is made."""
+    check_downsample(downsample)
+    if architecture not in ARCHITECTURES:
+        raise BrainVQError(f"architecture {architecture!r} is not known; use one of {ARCHITECTURES}")
+
+
 def build_encoder(image_shape, code_dim=32, channels=64, res_blocks=2, downsample=4,
                   architecture="residual", name="encoder"):
     """(H, W, 1) image -> (H/f, W/f, code_dim) vectors, f = ``downsample``."""
-    check_downsample(downsample)
+    check_architecture(architecture, downsample)
     inputs = keras.Input(shape=tuple(image_shape))
     if architecture == "keras_io":
         # The keras.io VQ-VAE example: two stride-2 convolutions and a 1x1 projection.
         x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(inputs)
         x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
         return keras.Model(inputs, layers.Conv2D(code_dim, 1, padding="same")(x), name=name)
-    if architecture != "residual":
-        raise BrainVQError(f"architecture {architecture!r} is not known; use one of {ARCHITECTURES}")
     n_down = 2 if downsample == 4 else 3
     widths = [max(channels // 2 ** (n_down - 1 - i), 16) for i in range(n_down)]
     x = inputs
@@ -234,14 +239,12 @@ def build_encoder(image_shape, code_dim=32, channels=64, res_blocks=2, downsampl
 def build_decoder(latent_shape, channels=64, res_blocks=2, downsample=4,
                   architecture="residual", name="decoder"):
     """(h, w, D) quantised vectors -> (h*f, w*f, 1) image."""
-    check_downsample(downsample)
+    check_architecture(architecture, downsample)
     inputs = keras.Input(shape=tuple(latent_shape))
     if architecture == "keras_io":
         x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(inputs)
         x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(x)
         return keras.Model(inputs, layers.Conv2DTranspose(1, 3, padding="same")(x), name=name)
-    if architecture != "residual":
-        raise BrainVQError(f"architecture {architecture!r} is not known; use one of {ARCHITECTURES}")
     n_up = 2 if downsample == 4 else 3
     x = layers.Conv2D(channels, 3, padding="same")(inputs)
     for i in range(res_blocks):

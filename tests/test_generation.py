@@ -54,3 +54,18 @@ def test_notebooks_04_05_need_their_inputs(tmp_path):
         pipeline.load_vqvae(_Ctx(tmp_path))
     with pytest.raises(BrainVQError, match="run 04_pixelcnn_training first"):
         pipeline.load_prior(_Ctx(tmp_path), None)
+
+
+def test_sample_conditions_are_drawn_from_the_training_slices():
+    sample_conditions = pipeline.sample_conditions
+    codes = {"train_codes": np.zeros((5, 2, 2), "int32"), "train_position": np.array([3, 4, 5, 6, 7]),
+             "train_label": np.array([0, 1, 0, 1, 1])}
+    both = sample_conditions(codes, {"num_positions": 8, "num_classes": 2}, 50, seed=1)
+    assert set(both) == {"position", "label"} and len(both["position"]) == 50
+    assert set(both["position"]) <= {3, 4, 5, 6, 7} and len(set(both["position"])) > 2
+    # each sample takes position and label from the same training slice
+    np.testing.assert_array_equal(both["label"], codes["train_label"][both["position"] - 3])
+    np.testing.assert_array_equal(sample_conditions(codes, {"num_positions": 8, "num_classes": 2}, 50, seed=1)
+                                  ["position"], both["position"])
+    assert sample_conditions(codes, {"num_positions": 0, "num_classes": 0}, 4, seed=0) == {}
+    assert set(sample_conditions(codes, {"num_positions": 8, "num_classes": 0}, 4, seed=0)) == {"position"}
