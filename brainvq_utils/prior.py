@@ -254,7 +254,7 @@ def vertical_row(p, window, cond_v):
 
     window: (B, r+1, w+2r, Cin), the layer's vertical input (moved down one row in the first
     layer) at the r+1 rows ending at this row, zero-padded by r columns each side; p: the
-    layer's ``params()``; cond_v: the conditional bias, (B, 2C) or per column (B, w, 2C).
+    layer's ``params()``; cond_v: the conditional bias per column, (B, w, 2C) (or (B, 1, 2C)).
     Returns the gated row (B, w, C) and the vertical
     link into the horizontal gate (B, w, 2C), equal to row i of ``GatedLayer.call``.
     """
@@ -263,8 +263,6 @@ def vertical_row(p, window, cond_v):
     # The convolution as one matmul over the (r+1) x k taps (faster than a 1-row conv on CPU).
     taps = ops.concatenate([window[:, a, b: b + width] for a in range(rows) for b in range(kw)], axis=-1)
     v_conv = ops.matmul(taps, ops.reshape(p["v_kernel"], (rows * kw * cin, -1))) + p["v_bias"]
-    if len(cond_v.shape) == 2:
-        cond_v = cond_v[:, None, :]
     return gate(v_conv + cond_v), ops.matmul(v_conv, p["v_to_h"])
 
 
