@@ -119,12 +119,13 @@ class PixelResidualBlock(layers.Layer):
         self.kernel_size = int(kernel_size)
         self.seed = seed
         half = max(self.channels // 2, 1)
+        policy = self.dtype_policy
         self.conv1 = layers.Dense(self.channels, activation="relu", kernel_initializer=_glorot(seed, 1),
-                                  name="conv1")
+                                  name="conv1", dtype=policy)
         self.pixel_conv = MaskedConv2D(half, self.kernel_size, "B", activation="relu",
-                                       seed=None if seed is None else seed * 31 + 2, name="pixel_conv")
+                                       seed=None if seed is None else seed * 31 + 2, name="pixel_conv", dtype=policy)
         self.conv2 = layers.Dense(self.channels, activation="relu", kernel_initializer=_glorot(seed, 3),
-                                  name="conv2")
+                                  name="conv2", dtype=policy)
 
     def build(self, input_shape):
         shape = (*input_shape[:-1], self.channels)
@@ -202,7 +203,7 @@ class GatedLayer(layers.Layer):
         """The conditional biases added to the vertical and horizontal gates: (..., 2C) for a
         conditioning ``cond`` of shape (..., cond_dim), e.g. (B, C) or a map (1, h, w, C);
         zeros (batch_size, 2C) without one."""
-        zeros = ops.zeros((batch_size, 2 * self.channels))
+        zeros = ops.zeros((batch_size, 2 * self.channels), self.compute_dtype)
         if cond is None or not self.cond_dim:
             return zeros, zeros
         cond_h = ops.matmul(cond, self.cond_to_h)
@@ -324,6 +325,12 @@ class _Prior(keras.Model):
     def conditional(self) -> bool:
         return bool(self.num_positions or self.num_classes)
 
+    @property
+    def logits_dtype(self) -> str:
+        """The last layer computes in the variables' dtype (float32 under a mixed policy), so
+        that the softmax and the loss see full-precision logits."""
+        return self.dtype_policy.variable_dtype
+
     def get_config(self):
         config = super().get_config()
         config.update(num_codes=self.num_codes, grid=list(self.grid), channels=self.channels,
@@ -390,15 +397,17 @@ class PixelCNNPrior(_Prior):
         if self.embedding_dim is not None or self.location:
             raise BrainVQError("the 'pixelcnn' baseline reads one-hot codes and has no embedding_dim or "
                                "location embedding; leave them at None / False or use arch='gated'")
-        s, c = self.seed, self.channels
+        s, c, policy = self.seed, self.channels, self.dtype_policy
         sub = (lambda i: None if s is None else int(s) * 101 + i)
         self.first_conv = MaskedConv2D(c, self.first_kernel_size, "A", activation="relu", seed=sub(0),
-                                       name="first_conv")
-        self.blocks = [PixelResidualBlock(c, self.kernel_size, seed=sub(1 + i), name=f"block{i}")
+                                       name="first_conv", dtype=policy)
+        self.blocks = [PixelResidualBlock(c, self.kernel_size, seed=sub(1 + i), name=f"block{i}", dtype=policy)
                        for i in range(self.num_layers)]
-        self.output_convs = [MaskedConv2D(c, 1, "B", activation="relu", seed=sub(50 + i), name=f"out_conv{i}")
+        self.output_convs = [MaskedConv2D(c, 1, "B", activation="relu", seed=sub(50 + i), name=f"out_conv{i}",
+                                          dtype=policy)
                              for i in range(self.num_output_convs)]
-        self.to_logits = layers.Dense(self.num_codes, kernel_initializer=_glorot(sub(60), 0), name="to_logits")
+        self.to_logits = layers.Dense(self.num_codes, kernel_initializer=_glorot(sub(60), 0), name="to_logits",
+                                      dtype=self.logits_dtype)
         h, w = self.grid
         self.first_conv.build((None, h, w, self.num_codes))
         for layer in (*self.blocks, *self.output_convs, self.to_logits):
@@ -448,18 +457,19 @@ class GatedPixelCNNPrior(_Prior):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        s, c, k = self.seed, self.channels, self.kernel_size
+        s, c, k, policy = self.seed, self.channels, self.kernel_size, self.dtype_policy
         if k < 1 or k % 2 != 1:
             raise BrainVQError(f"kernel_size {k} must be odd, e.g. 3 or 5")
         sub = (lambda i: None if s is None else int(s) * 101 + i)
         emb_dim = self.embedding_dim or c
         normal = (lambda i: keras.initializers.RandomNormal(0.0, 1.0, seed=sub(i)))
         self.code_embedding = layers.Embedding(self.num_codes, emb_dim, embeddings_initializer=normal(0),
-                                               name="code_embedding")
+                                               name="code_embedding", dtype=policy)
         self.position_embedding = (layers.Embedding(self.num_positions, c, embeddings_initializer=normal(1),
-                                                    name="position_embedding") if self.num_positions else None)
+                                                    name="position_embedding", dtype=policy)
+                                   if self.num_positions else None)
         self.label_embedding = (layers.Embedding(self.num_classes, c, embeddings_initializer=normal(2),
-                                                 name="label_embedding") if self.num_classes else None)
+                                                 name="label_embedding", dtype=policy) if self.num_classes else None)
         h, w = self.grid
         # Small at the start, so that the prior first learns from the codes themselves.
         self.location_embedding = (self.add_weight(shape=(h, w, c), name="location_embedding",
@@ -467,9 +477,11 @@ class GatedPixelCNNPrior(_Prior):
                                    if self.location else None)
         cond_dim = c if (self.conditional or self.location) else 0
         self.gated_layers = [GatedLayer(c, k, first=(i == 0), last=(i == self.num_layers - 1), cond_dim=cond_dim,
-                                        seed=sub(10 + i), name=f"gated{i}") for i in range(self.num_layers)]
-        self.head1 = layers.Dense(c, kernel_initializer=_glorot(sub(60), 0), name="head1")
-        self.head2 = layers.Dense(self.num_codes, kernel_initializer=_glorot(sub(61), 0), name="head2")
+                                        seed=sub(10 + i), name=f"gated{i}", dtype=policy)
+                              for i in range(self.num_layers)]
+        self.head1 = layers.Dense(c, kernel_initializer=_glorot(sub(60), 0), name="head1", dtype=policy)
+        self.head2 = layers.Dense(self.num_codes, kernel_initializer=_glorot(sub(61), 0), name="head2",
+                                  dtype=self.logits_dtype)
         self.code_embedding.build((None, h, w))
         for emb in (self.position_embedding, self.label_embedding):
             if emb is not None:
@@ -520,14 +532,15 @@ class GatedPixelCNNPrior(_Prior):
         codes, position, label = self._unpack(inputs)
         cond = self.condition(position, label)
         v = h = self.code_embedding(codes)
-        location = None if self.location_embedding is None else ops.convert_to_tensor(self.location_embedding)
+        location = None if self.location_embedding is None else ops.cast(self.location_embedding, self.compute_dtype)
         for layer in self.gated_layers:
             v, h = layer(v, h, cond, location)
         return self.head(h)
 
 
 def build_prior(arch="gated", num_codes=512, grid=(32, 32), channels=64, num_layers=8, kernel_size=3,
-                embedding_dim=None, num_positions=0, num_classes=0, location=False, seed=0) -> keras.Model:
+                embedding_dim=None, num_positions=0, num_classes=0, location=False, seed=0,
+                dtype=None) -> keras.Model:
     """An autoregressive prior over (h, w) maps of ``num_codes`` codes.
 
     Args:
@@ -545,6 +558,9 @@ def build_prior(arch="gated", num_codes=512, grid=(32, 32), channels=64, num_lay
         location: condition every gated layer on a learned embedding of the grid position
             (i, j) (gated prior only).
         seed: seed of the initial weights.
+        dtype: Keras dtype policy, e.g. ``"mixed_bfloat16"`` to train in bfloat16 with float32
+            weights (the logits stay float32); None: the global policy (float32 by default).
+            ``float32_copy`` turns a trained mixed-precision prior into a float32 one.
 
     The model takes ``{"codes": (B, h, w) int32}`` plus ``"position"`` / ``"label"`` (B,) int32
     when built with them, and returns logits (B, h, w, K).
@@ -564,7 +580,23 @@ def build_prior(arch="gated", num_codes=512, grid=(32, 32), channels=64, num_lay
     cls = GatedPixelCNNPrior if arch == "gated" else PixelCNNPrior
     return cls(num_codes=num_codes, grid=grid, channels=channels, num_layers=num_layers,
                kernel_size=kernel_size, embedding_dim=embedding_dim, num_positions=num_positions,
-               num_classes=num_classes, location=location, seed=seed, name=f"{arch}_prior")
+               num_classes=num_classes, location=location, seed=seed, name=f"{arch}_prior", dtype=dtype)
+
+
+def float32_copy(model):
+    """The same prior computing in float32: ``model`` itself when it already does, else a
+    twin built with the float32 policy that holds the same (float32) weights.
+
+    A prior trained under ``mixed_bfloat16`` keeps its weights in float32, so nothing is
+    rounded; only the arithmetic changes. The samplers and the saved ``prior.keras`` use
+    this copy, so the fast and the reference sampler run the same arithmetic.
+    """
+    prior_info(model)
+    if model.dtype_policy.name == "float32":
+        return model
+    twin = model.__class__.from_config({**model.get_config(), "dtype": "float32"})
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def prior_info(model) -> dict:

@@ -33,7 +33,7 @@ import numpy as np
 from keras import ops
 
 from .errors import BrainVQError
-from .prior import horizontal_step, prior_info, vertical_row
+from .prior import float32_copy, horizontal_step, prior_info, vertical_row
 
 METHODS = ("fast", "reference")
 
@@ -353,8 +353,12 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
         batch_size: samples generated together (the noise of a batch, B*h*w*K floats, is
             drawn at once: 32 MB for 16 maps of 32x32 over 512 codes).
         progress: show a tqdm bar (over positions for the reference, rows for fast).
+
+    A prior built with a mixed-precision policy samples through its float32 copy
+    (``prior.float32_copy``), so both methods run the same float32 arithmetic.
     """
     info = prior_info(prior)
+    prior = float32_copy(prior)
     n = _as_int("n", n, 1)
     batch_size = _as_int("batch_size", batch_size, 1)
     if method not in METHODS:

@@ -105,6 +105,7 @@ def test_bad_type_names_the_key(key, value):
     ({"batch_size": "0"}, "batch_size"),
     ({"learning_rate": "0"}, "learning_rate"),
     ({"skip_bad": True, "epochs": True}, "epochs"),   # a bool is not a number
+    ({"prior_precision": "float16"}, "prior_precision"),
 ])
 def test_invalid_values_rejected_early(overrides, word):
     with pytest.raises(BrainVQError, match=word):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from brainvq_utils.errors import BrainVQError
-from brainvq_utils.prior import build_prior
+from brainvq_utils.prior import build_prior, float32_copy
 from brainvq_utils.sampling import fast_logits, gumbel_noise, pick_codes, sample
 
 K = 16
@@ -124,6 +124,21 @@ def test_seeding():
     np.testing.assert_array_equal(a, sample(model, 4, seed=11, batch_size=4))
     assert not np.array_equal(a, sample(model, 4, seed=12, batch_size=4))
     assert not np.array_equal(a[0], a[1]), "samples of one batch draw different noise"
+
+
+@pytest.mark.parametrize("arch", ["gated", "pixelcnn"])
+def test_a_mixed_precision_prior_samples_in_float32(arch):
+    """Both samplers take a bfloat16-trained prior's float32 copy: the same draws as the
+    float32 twin, so the fast and the reference sampler still agree draw for draw."""
+    extra = dict(num_positions=4, location=True) if arch == "gated" else {}
+    mixed = build_prior(arch, num_codes=K, grid=(4, 5), channels=16, num_layers=2, seed=3,
+                        dtype="mixed_bfloat16", **extra)
+    twin = float32_copy(mixed)
+    assert mixed.dtype_policy.name == "mixed_bfloat16" and twin.dtype_policy.name == "float32"
+    cond = {"position": [0, 3, 1, 2]} if arch == "gated" else {}
+    fast = sample(mixed, 4, seed=5, temperature=0.8, **cond)
+    np.testing.assert_array_equal(fast, sample(twin, 4, seed=5, temperature=0.8, **cond))
+    np.testing.assert_array_equal(fast, sample(mixed, 4, seed=5, temperature=0.8, method="reference", **cond))
 
 
 def test_conditioning_changes_the_samples():

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from brainvq_utils import training
-from brainvq_utils.config import VQVAEConfig
+from brainvq_utils.config import PriorConfig, VQVAEConfig
 from brainvq_utils.errors import BrainVQError
 
 TINY = dict(num_codes=16, code_dim=4, channels=8, res_blocks=1, learning_rate=3e-3)
@@ -79,7 +79,7 @@ import sys, numpy as np, tensorflow as tf
 sys.path.insert(0, {tests!r})
 from test_training import blobs, datasets, TINY
 from brainvq_utils import training
-from brainvq_utils.config import VQVAEConfig
+from brainvq_utils.config import PriorConfig, VQVAEConfig
 model, history = training.train_vqvae(*datasets(blobs(n=160)), VQVAEConfig(epochs=6, **TINY), 32, {run!r}, verbose=0)
 print("EPOCHS", len(history["loss"]))
 """
@@ -111,3 +111,67 @@ def test_a_killed_run_resumes_from_its_last_finished_epoch(tmp_path):
     n = before["epoch"] + 1
     assert after["history"]["loss"][:n] == before["history"]["loss"][:n]   # earlier epochs kept
     assert after["history"]["train_seconds"][-1] > before["history"]["train_seconds"][-1]
+
+
+# ----------------------------------------------------------------------------- the prior
+def stripes(n=64, grid=(4, 4), seed=0):
+    """Code maps with learnable structure: each row repeats one code, the next row's is one more."""
+    start = np.random.default_rng(seed).integers(0, 12, n)
+    maps = (start[:, None, None] + np.arange(grid[0])[None, :, None]) % 16
+    return np.broadcast_to(maps, (n, *grid)).astype(np.int32)
+
+
+def prior_datasets(codes, positions):
+    inputs = training.prior_inputs(codes, positions)
+    return training.code_dataset(inputs, 8, shuffle=True), training.code_dataset(inputs, 16)
+
+
+def test_a_mixed_precision_prior_trains_in_bfloat16_and_is_saved_in_float32(tmp_path):
+    import keras
+
+    from brainvq_utils.prior import prior_info
+
+    codes = stripes()
+    cfg = PriorConfig(prior_channels=8, prior_layers=2, prior_epochs=3, prior_batch_size=8,
+                      prior_learning_rate=1e-2, prior_precision="mixed_bfloat16")
+    build = training.prior_builder(cfg, 16, (4, 4), num_positions=4)
+    prior, history = training.train_prior(*prior_datasets(codes, np.arange(64) % 4), cfg, build, tmp_path, verbose=0)
+    assert history["val_loss"][-1] < history["val_loss"][0]
+    # the checkpoint is the model as trained: every layer in mixed precision, for a resume
+    trained = keras.saving.load_model(tmp_path / "checkpoints" / "prior_last.keras")
+    assert {layer.dtype_policy.name for layer in trained._flatten_layers() if layer.name != "head2"} == \
+        {"mixed_bfloat16"}
+    # what is returned and saved computes in float32, with the very weights that were trained
+    saved = keras.saving.load_model(tmp_path / "prior.keras")
+    for model in (prior, saved):
+        assert {layer.dtype_policy.name for layer in model._flatten_layers()} == {"float32"}
+        for a, b in zip(model.get_weights(), trained.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert prior_info(saved) == prior_info(trained)
+    x = training.prior_inputs(codes[:8], np.arange(8) % 4)
+    full, half = np.asarray(saved(x)), np.asarray(trained(x))
+    assert half.dtype == np.float32                       # logits stay float32 ...
+    assert 0 < np.abs(full - half).max() < 0.1 * np.abs(full).max()   # ... but came through bfloat16
+
+
+def test_float32_training_saves_the_model_as_trained(tmp_path):
+    codes = stripes()
+    cfg = PriorConfig(prior_channels=8, prior_layers=1, prior_epochs=1, prior_batch_size=8)
+    prior, _ = training.train_prior(*prior_datasets(codes, None), cfg, training.prior_builder(cfg, 16, (4, 4)),
+                                    tmp_path, verbose=0)
+    assert prior.dtype_policy.name == "float32" and prior.optimizer is not None
+
+
+def test_auto_precision_picks_bfloat16_only_where_the_cpu_has_it(tmp_path):
+    with_bf16, without = tmp_path / "a", tmp_path / "b"
+    with_bf16.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_bf16\n")
+    without.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
+    assert training.cpu_has_native_bfloat16(with_bf16)
+    assert not training.cpu_has_native_bfloat16(without)
+    assert not training.cpu_has_native_bfloat16(tmp_path / "missing")
+    assert training.resolve_precision("auto", without) == "float32"
+    assert training.resolve_precision("float32", with_bf16) == "float32"
+    assert training.resolve_precision("mixed_bfloat16", without) == "mixed_bfloat16"
+    import keras
+    on_cpu = all(str(d).lower().startswith("cpu") for d in keras.distribution.list_devices())
+    assert training.resolve_precision("auto", with_bf16) == ("mixed_bfloat16" if on_cpu else "float32")
