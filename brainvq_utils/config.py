@@ -131,7 +131,8 @@ PROFILES: dict[str, dict] = {
     # The embedded cohort on a 2-core laptop CPU: VQ-VAE in 5 minutes, prior in 5, all within 15.
     # (A 240 s VQ-VAE run reached test SSIM 0.92 only: it stalled after a poor first epoch.)
     # Small prior batches learn most per CPU second (batch 4 beat 8, 16 and 32 in 5 minutes), and
-    # bfloat16 arithmetic, where the CPU has it, fits 30% more epochs into the same 5 minutes.
+    # bfloat16 arithmetic, where the CPU has it, fits more epochs into the same 5 minutes (6 instead of 5
+    # at 48 channels: `brainvq bench prior --precisions float32 mixed_bfloat16`, README).
     # 48 channels reach the bits of 64 in 5 minutes (6 epochs instead of 4) with better samples.
     # Samples at T = 0.8 balance nearest-neighbour SSIM against diversity (`brainvq bench temperature`).
     "demo": dict(time_budget_s=300.0, prior_time_budget_s=300.0, prior_channels=48, prior_batch_size=4,
