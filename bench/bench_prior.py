@@ -61,7 +61,7 @@ def bench_one(name, precision, codes, args):
         scores = training.prior_scores(prior, training.code_dataset(inputs("test"), cfg.prior_batch_size))
     return {"variant": name, **{k_: v for k_, v in dataclasses.asdict(cfg).items()
                                 if k_ in ("prior_arch", "prior_channels", "prior_layers")},
-            "precision": training.resolve_precision(cfg.prior_precision),
+            "precision": build.precision,
             "parameters": int(prior.count_params()), "epochs": len(history["loss"]),
             "train_seconds": round(history["train_seconds"][-1], 1),
             "test_bits_per_code": round(scores["bits_per_code"], 4), "test_accuracy": round(scores["accuracy"], 4),

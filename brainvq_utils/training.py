@@ -271,8 +271,9 @@ def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
 
 def resolve_precision(precision: str, cpuinfo="/proc/cpuinfo") -> str:
     """The dtype policy a prior trains under: ``"auto"`` picks ``"mixed_bfloat16"`` on a CPU-only
-    machine whose CPU has native bfloat16, where it trains about 30% faster with the same loss per
-    epoch (README, "Design notes"), and ``"float32"`` anywhere else (untimed on GPUs so far)."""
+    machine whose CPU has native bfloat16, where more epochs fit into a time budget
+    (``brainvq bench prior --precisions``; README), and ``"float32"`` anywhere else (untimed
+    on GPUs so far)."""
     if precision != "auto":
         return precision
     on_accelerator = any(not str(d).lower().startswith("cpu") for d in keras.distribution.list_devices())
@@ -281,14 +282,18 @@ def resolve_precision(precision: str, cpuinfo="/proc/cpuinfo") -> str:
 
 def prior_builder(cfg, num_codes: int, grid, num_positions: int = 0, num_classes: int = 0):
     """``build()`` for ``train_prior``: the prior that ``cfg`` (a PriorConfig) describes over a
-    VQ-VAE's ``num_codes`` codes on its ``grid``, in the precision ``cfg`` asks for."""
+    VQ-VAE's ``num_codes`` codes on its ``grid``, in the precision ``cfg`` asks for, resolved
+    once (``resolve_precision``) and kept as ``build.precision`` for the record."""
     from .prior import build_prior
+
+    precision = resolve_precision(cfg.prior_precision)
 
     def build():
         return build_prior(cfg.prior_arch, num_codes, grid, cfg.prior_channels, cfg.prior_layers, cfg.prior_kernel,
                            num_positions=num_positions, num_classes=num_classes,
                            location=cfg.prior_location and cfg.prior_arch == "gated", seed=cfg.prior_seed,
-                           dtype=resolve_precision(cfg.prior_precision))
+                           dtype=precision)
+    build.precision = precision
     return build
 
 

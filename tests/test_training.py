@@ -136,6 +136,7 @@ def test_a_mixed_precision_prior_trains_in_bfloat16_and_is_saved_in_float32(tmp_
                       prior_learning_rate=1e-2, prior_precision="mixed_bfloat16")
     build = training.prior_builder(cfg, 16, (4, 4), num_positions=4)
     prior, history = training.train_prior(*prior_datasets(codes, np.arange(64) % 4), cfg, build, tmp_path, verbose=0)
+    assert build.precision == "mixed_bfloat16"
     assert history["val_loss"][-1] < history["val_loss"][0]
     # the checkpoint is the model as trained: every layer in mixed precision, for a resume
     trained = keras.saving.load_model(tmp_path / "checkpoints" / "prior_last.keras")
