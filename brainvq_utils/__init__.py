@@ -12,4 +12,4 @@ import os as _os
 # notebooks and on the command line; set TF_CPP_MIN_LOG_LEVEL=0 to see it again.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from . import losses, prior, sampling, vqvae  # noqa: E402,F401  (registers the custom Keras objects for load_model)
+from . import losses, priors, sampling, vqvae  # noqa: E402,F401  (registers the custom Keras objects for load_model)

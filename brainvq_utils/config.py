@@ -72,17 +72,22 @@ class VQVAEConfig:
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
+PRIOR_ARCHITECTURES = ("maskgit", "gated", "pixelcnn")   # brainvq_utils.priors.ARCHITECTURES (a test checks)
 
 
 @dataclass(frozen=True)
 class PriorConfig:
-    prior_arch: str = "gated"         # gated | pixelcnn (the baseline of the original reports)
-    prior_channels: int = 64
-    prior_layers: int = 8
+    prior_arch: str = "gated"         # maskgit | gated | pixelcnn (the baseline of the original reports)
+    prior_channels: int = 64          # gated / pixelcnn: feature channels
+    prior_layers: int = 8             # gated layers / pixelcnn residual blocks
     prior_kernel: int = 3
+    prior_location: bool = True       # gated prior: learn where on the grid each code lies
+    maskgit_channels: int = 128       # maskgit: token width
+    maskgit_layers: int = 4           # maskgit: transformer blocks
+    maskgit_heads: int = 4
+    maskgit_patch: int = 2            # maskgit: codes per token side (2: a 2x2 block of codes per token)
     condition_on_position: bool = True  # slice position, where the data set knows it
     condition_on_label: bool = True     # class (AD/NC), where the data set has labels
-    prior_location: bool = True       # gated prior: learn where on the grid each code lies
     prior_learning_rate: float = 2e-3
     prior_batch_size: int = 32
     prior_epochs: int = 30
@@ -93,9 +98,13 @@ class PriorConfig:
     def __post_init__(self):
         _check_types(self)
         _positive(self, "prior_channels", "prior_layers", "prior_kernel", "prior_learning_rate",
-                  "prior_batch_size", "prior_epochs")
-        if self.prior_arch not in ("gated", "pixelcnn"):
-            raise BrainVQError(f"prior_arch={self.prior_arch!r} is not known; use 'gated' or 'pixelcnn'")
+                  "prior_batch_size", "prior_epochs", "maskgit_channels", "maskgit_layers", "maskgit_heads",
+                  "maskgit_patch")
+        if self.prior_arch not in PRIOR_ARCHITECTURES:
+            raise BrainVQError(f"prior_arch={self.prior_arch!r} is not known; use one of {PRIOR_ARCHITECTURES}")
+        if self.maskgit_channels % self.maskgit_heads:
+            raise BrainVQError(f"maskgit_channels={self.maskgit_channels} must be divisible by "
+                               f"maskgit_heads={self.maskgit_heads}, e.g. 128 and 4")
         if self.prior_kernel % 2 == 0:
             raise BrainVQError(f"prior_kernel={self.prior_kernel} must be odd, e.g. 3 or 5")
         if self.prior_time_budget_s < 0:
@@ -103,18 +112,31 @@ class PriorConfig:
         if self.prior_precision not in PRECISIONS:
             raise BrainVQError(f"prior_precision={self.prior_precision!r} is not known; use one of {PRECISIONS}")
 
+    def hyperparameters(self) -> dict:
+        """The settings of the chosen architecture, as ``priors.build_prior`` takes them."""
+        if self.prior_arch == "maskgit":
+            return dict(channels=self.maskgit_channels, num_layers=self.maskgit_layers, heads=self.maskgit_heads,
+                        patch=self.maskgit_patch)
+        common = dict(channels=self.prior_channels, num_layers=self.prior_layers, kernel_size=self.prior_kernel)
+        return {**common, "location": self.prior_location} if self.prior_arch == "gated" else common
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
     n_samples: int = 200
     temperature: float = 1.0
     top_k: int = 0                    # 0: all codes
-    sampler: str = "fast"             # fast | reference
+    sampler: str = "fast"             # autoregressive priors: fast | reference
+    decode_steps: int = 12            # iterative (maskgit) priors: parallel decoding steps
+    choice_temperature: float = 4.5   # iterative priors: randomness of which draws are kept (annealed to 0)
     sample_seed: int = 0
 
     def __post_init__(self):
         _check_types(self)
-        _positive(self, "n_samples", "temperature")
+        _positive(self, "n_samples", "temperature", "decode_steps")
+        if self.choice_temperature < 0:
+            raise BrainVQError(f"choice_temperature={self.choice_temperature} must be 0 (keep the most "
+                               "confident draws) or positive")
         if self.top_k < 0:
             raise BrainVQError(f"top_k={self.top_k} must be 0 (all codes) or positive")
         if self.sampler not in ("fast", "reference"):

@@ -3,8 +3,12 @@
 Per DESIGN.md, each score is printed beside two baselines scored the same way: real
 test slices (the ceiling) and decoded uniform random code maps (the floor).
 
-- nearest-neighbour SSIM of an image: its highest SSIM against every training image;
-- memorised: a sample whose nearest-neighbour SSIM exceeds the 99th percentile of the
+- nearest-neighbour SSIM of an image: its highest SSIM against every training image, over
+  the whole image (the original reports' score) and inside the brain masks of the pair
+  (``masked``), where black background, which a blank image matches perfectly, does not count;
+- empty: an image with almost no brain (``realism.empty_images``); it never counts as good
+  or as memorised, and the means are over the images that are not empty;
+- memorised: a sample whose masked nearest-neighbour SSIM exceeds the 99th percentile of the
   same score for real test slices (closer to a training slice than real unseen slices get);
 - diversity: mean SSIM over pairs of samples, beside the same for pairs of real test slices.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import metrics
+from .realism import empty_images
 
 
 def floor_to_ceiling(value: float, floor: float, ceiling: float) -> float:
@@ -22,31 +27,53 @@ def floor_to_ceiling(value: float, floor: float, ceiling: float) -> float:
     return float((value - floor) / span) if span > 0 else float("nan")
 
 
+def _scored(images, train_images) -> dict:
+    nn = metrics.nearest_neighbour_ssim(images, train_images, masked=True)
+    return {"plain": nn["plain"][0], "index": nn["plain"][1], "masked": nn["masked"][0],
+            "masked_index": nn["masked"][1], "empty": empty_images(images)}
+
+
+def _mean_of_filled(values, empty) -> float:
+    return float(values[~empty].mean()) if (~empty).any() else float("nan")
+
+
 def generation_scores(samples, train_images, test_images, random_images, sampling_seconds: float,
                       max_pairs_images: int = 400) -> dict:
     """The ``generation`` section of metrics.json, plus the per-image arrays for plots.
 
     ``samples``, ``test_images`` and ``random_images`` (decoded uniform random codes) are
-    each scored against every image of ``train_images``.
+    each scored against every image of ``train_images``, over the whole image and inside
+    the brain masks, in one pass.
     """
-    nn, nn_index = metrics.nearest_neighbour_ssim(samples, train_images)
-    real_nn, _ = metrics.nearest_neighbour_ssim(test_images, train_images)
-    random_nn, _ = metrics.nearest_neighbour_ssim(random_images, train_images)
-    threshold = float(np.percentile(real_nn, 99))
+    s, real, rnd = _scored(samples, train_images), _scored(test_images, train_images), \
+        _scored(random_images, train_images)
+    threshold = float(np.percentile(real["masked"][~real["empty"]], 99)) if (~real["empty"]).any() else 1.0
     section = {
         "n_samples": int(len(samples)),
-        "nn_ssim_mean": float(nn.mean()),
-        "nn_ssim_median": float(np.median(nn)),
-        "nn_ssim_frac_above_0_6": float((nn > 0.6).mean()),
-        "memorised_fraction": float((nn > threshold).mean()),
+        "nn_ssim_mean": _mean_of_filled(s["plain"], s["empty"]),
+        "nn_ssim_median": float(np.median(s["plain"][~s["empty"]])) if (~s["empty"]).any() else float("nan"),
+        "nn_ssim_frac_above_0_6": float(((s["plain"] > 0.6) & ~s["empty"]).mean()),
+        "nn_ssim_masked_mean": _mean_of_filled(s["masked"], s["empty"]),
+        "nn_ssim_masked_frac_above_0_6": float(((s["masked"] > 0.6) & ~s["empty"]).mean()),
+        "empty_fraction": float(s["empty"].mean()),
+        "memorised_fraction": float(((s["masked"] > threshold) & ~s["empty"]).mean()),
         "memorised_threshold": threshold,
         "diversity_ssim_mean": metrics.mean_pairwise_ssim(samples, max_pairs_images),
         "real_diversity_ssim_mean": metrics.mean_pairwise_ssim(test_images, max_pairs_images),
-        "real_nn_ssim_mean": float(real_nn.mean()),
-        "random_codes_nn_ssim_mean": float(random_nn.mean()),
+        "real_nn_ssim_mean": _mean_of_filled(real["plain"], real["empty"]),
+        "real_nn_ssim_masked_mean": _mean_of_filled(real["masked"], real["empty"]),
+        "real_nn_ssim_masked_frac_above_0_6": float(((real["masked"] > 0.6) & ~real["empty"]).mean()),
+        "real_empty_fraction": float(real["empty"].mean()),
+        "random_codes_nn_ssim_mean": _mean_of_filled(rnd["plain"], rnd["empty"]),
+        "random_codes_nn_ssim_masked_mean": _mean_of_filled(rnd["masked"], rnd["empty"]),
+        "random_codes_empty_fraction": float(rnd["empty"].mean()),
         "sampling_seconds": float(sampling_seconds),
     }
-    section["floor_to_ceiling"] = floor_to_ceiling(section["nn_ssim_mean"], section["random_codes_nn_ssim_mean"],
-                                                   section["real_nn_ssim_mean"])
-    arrays = {"nn_ssim": nn, "nn_index": nn_index, "real_nn_ssim": real_nn, "random_nn_ssim": random_nn}
+    section["floor_to_ceiling"] = floor_to_ceiling(section["nn_ssim_masked_mean"],
+                                                   section["random_codes_nn_ssim_masked_mean"],
+                                                   section["real_nn_ssim_masked_mean"])
+    arrays = {"nn_ssim": s["plain"], "nn_index": s["index"], "nn_ssim_masked": s["masked"],
+              "nn_masked_index": s["masked_index"], "empty": s["empty"],
+              "real_nn_ssim": real["plain"], "real_nn_ssim_masked": real["masked"], "real_empty": real["empty"],
+              "random_nn_ssim": rnd["plain"], "random_nn_ssim_masked": rnd["masked"], "random_empty": rnd["empty"]}
     return section, arrays

@@ -237,7 +237,7 @@ def load_prior(ctx: NotebookContext, vqvae):
     """``prior.keras`` of the run, checked against the VQ-VAE it must decode through."""
     import keras
 
-    from .prior import prior_info
+    from .priors import prior_info
     prior = keras.saving.load_model(require(ctx.run_dir, "prior.keras"))
     info = prior_info(prior)
     if info["num_codes"] != vqvae.num_codes or tuple(info["grid"]) != tuple(vqvae.latent_grid):

@@ -1,6 +1,14 @@
-"""Sampling code maps from an autoregressive prior: a reference sampler and an exact fast one.
+"""Sampling code maps from a prior: iterative parallel decoding for a masked-token prior, and a
+reference and an exact fast sampler for the autoregressive priors.
 
-Both draw a code at a time in raster order. The noise is drawn up front for a whole batch
+**Iterative decoding** (``prior_info(prior)["sampling"] == "iterative"``, MaskGIT, Chang et al.
+2022): every position starts masked; at each of ``steps`` steps the prior predicts every masked
+position at once from what is known, a code is drawn at each (the draw below), and only the
+most confident draws stay, so that the masked count follows the cosine schedule
+(``priors.masked_counts``). Which draws stay is randomised by Gumbel noise on their
+log-probabilities, scaled by ``choice_temperature`` and annealed to zero by the last step.
+
+**Autoregressive priors** draw a code at a time in raster order. The noise is drawn up front for a whole batch
 (Gumbel noise g of shape (B, h, w, K) from ``keras.random`` with the seed) and each code is
 
     c[i, j] = argmax_k ( z_k + g[i, j, k] ),   z = logits[i, j] / temperature,
@@ -33,7 +41,7 @@ import numpy as np
 from keras import ops
 
 from .errors import BrainVQError
-from .prior import float32_copy, horizontal_step, prior_info, vertical_row
+from .priors import float32_copy, horizontal_step, masked_counts, prior_info, vertical_row
 
 METHODS = ("fast", "reference")
 
@@ -300,6 +308,9 @@ def fast_logits(prior, codes, position=None, label=None):
     """Logits (B, h, w, K) of given code maps, computed by the fast sampler's incremental
     path (teacher forcing): equal to ``prior(inputs)`` up to float round-off."""
     info = prior_info(prior)
+    if info["sampling"] != "autoregressive":
+        raise BrainVQError(f"fast_logits follows the autoregressive samplers; the {info['arch']!r} prior "
+                           "is not autoregressive: call it on the codes instead")
     codes = np.asarray(codes)
     if codes.ndim != 3 or tuple(codes.shape[1:]) != info["grid"]:
         raise BrainVQError(f"code maps of shape {codes.shape} do not match the prior's grid {info['grid']}")
@@ -333,10 +344,45 @@ def _reference_batch(prior, noise, position, label, temperature, top_k, bar=None
     return codes
 
 
+# -- iterative decoding (masked-token priors) ---------------------------------------------------
+def _iterative_batch(prior, seed_generator, batch, position, label, temperature, top_k, steps, choice_temperature,
+                     bar=None):
+    """Codes (B, h, w) of one batch by MaskGIT's iterative parallel decoding."""
+    (height, width), num_codes = prior.grid, prior.num_codes
+    total = height * width
+    codes = np.full((batch, height, width), num_codes, "int32")     # every position masked
+    masked = np.ones((batch, total), bool)
+    inputs = {}
+    if position is not None:
+        inputs["position"] = position
+    if label is not None:
+        inputs["label"] = label
+    for t, still_masked in enumerate(masked_counts(total, steps)):
+        logits = ops.convert_to_tensor(prior.predict_on_batch({**inputs, "codes": codes}))
+        drawn = pick_codes(logits, gumbel_noise(logits.shape, seed_generator), temperature, top_k)
+        logp = ops.take_along_axis(ops.log_softmax(logits, axis=-1), ops.expand_dims(drawn, -1), axis=-1)[..., 0]
+        anneal = choice_temperature * (1.0 - (t + 1) / steps)
+        choice = gumbel_noise((batch, height, width), seed_generator)
+        confidence = ops.convert_to_numpy(logp + anneal * choice).reshape(batch, total).astype(np.float64)
+        drawn = ops.convert_to_numpy(drawn).reshape(batch, total)
+        confidence[~masked] = np.inf                                  # known codes stay known
+        keep_masked = np.zeros_like(masked)
+        if still_masked:
+            least = np.argsort(confidence, axis=1, kind="stable")[:, :still_masked]
+            np.put_along_axis(keep_masked, least, True, axis=1)
+        reveal = masked & ~keep_masked
+        flat = codes.reshape(batch, total)
+        flat[reveal] = drawn[reveal]
+        masked = keep_masked
+        if bar is not None:
+            bar.update(1)
+    return codes
+
+
 # -- the public sampler ---------------------------------------------------------------------
 def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=None,
-           method="fast", batch_size=16, progress=False) -> np.ndarray:
-    """Draw ``n`` code maps (n, h, w) int32 from an autoregressive prior.
+           method="fast", batch_size=16, progress=False, steps=12, choice_temperature=4.5) -> np.ndarray:
+    """Draw ``n`` code maps (n, h, w) int32 from a prior.
 
     Args:
         prior: a model from ``build_prior`` (or ``prior.keras`` loaded after
@@ -348,11 +394,16 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
             by either method.
         position, label: the conditioning, one int for all samples or one per sample; only
             and always for a prior built with ``num_positions`` / ``num_classes``.
-        method: ``"fast"`` (cached incremental computation, compiled) or ``"reference"``
-            (the whole prior on the whole grid at every position).
+        method: autoregressive priors: ``"fast"`` (cached incremental computation, compiled)
+            or ``"reference"`` (the whole prior on the whole grid at every position). An
+            iterative prior has one method, its decoding, and ignores this.
         batch_size: samples generated together (the noise of a batch, B*h*w*K floats, is
             drawn at once: 32 MB for 16 maps of 32x32 over 512 codes).
-        progress: show a tqdm bar (over positions for the reference, rows for fast).
+        progress: show a tqdm bar (over positions for the reference, rows for fast, steps
+            for iterative decoding).
+        steps: iterative priors: decoding steps, 1 to h * w (each a full pass of the prior).
+        choice_temperature: iterative priors: Gumbel noise on the confidences that decide
+            which draws are kept, annealed to 0 by the last step (0: keep the most confident).
 
     A prior built with a mixed-precision policy samples through its float32 copy
     (``prior.float32_copy``), so both methods run the same float32 arithmetic.
@@ -376,14 +427,24 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
     label = _conditioning("label", label, info["num_classes"], n)
 
     (height, width), batch = info["grid"], min(batch_size, n)
+    iterative = info["sampling"] == "iterative"
+    if iterative:
+        steps = _as_int("steps", steps, 1, height * width)
+        try:
+            choice_temperature = float(choice_temperature)
+        except (TypeError, ValueError):
+            raise BrainVQError(f"choice_temperature={choice_temperature!r} must be a number >= 0, e.g. 4.5") from None
+        if not (math.isfinite(choice_temperature) and choice_temperature >= 0):
+            raise BrainVQError(f"choice_temperature={choice_temperature} must be a finite number >= 0, e.g. 4.5")
+        method = "iterative"
     seed_generator = keras.random.SeedGenerator(seed)
     temperature_t = ops.convert_to_tensor(temperature, "float32")
-    steps = height if method == "fast" else height * width
+    passes = steps if iterative else height if method == "fast" else height * width
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=steps * math.ceil(n / batch), desc=f"sampling ({method})",
-                   unit="row" if method == "fast" else "code")
+        bar = tqdm(total=passes * math.ceil(n / batch), desc=f"sampling ({method})",
+                   unit={"fast": "row", "reference": "code", "iterative": "step"}[method])
     out = []
     try:
         for start in range(0, n, batch):
@@ -391,6 +452,11 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
             take = np.minimum(np.arange(start, start + batch), n - 1)
             pos = None if position is None else position[take]
             lab = None if label is None else label[take]
+            if iterative:
+                codes = _iterative_batch(prior, seed_generator, batch, pos, lab, temperature_t, top_k, steps,
+                                         choice_temperature, bar=bar)
+                out.append(codes[: min(batch, n - start)])
+                continue
             noise = gumbel_noise((batch, height, width, num_codes), seed_generator)
             if method == "fast":
                 codes, _ = _fast_batch(prior, noise, pos, lab, temperature_t, top_k, bar=bar)

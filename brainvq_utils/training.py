@@ -248,9 +248,44 @@ def code_dataset(inputs: dict, batch_size: int, shuffle: bool = False, seed: int
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def mask_codes(codes, mask_token: int, seed):
+    """Hide a random share of each map's codes behind ``mask_token`` (MaskGIT's training):
+    the share is ``cos(pi r / 2)`` with ``r ~ U(0, 1)`` per map, at least one code, and the
+    hidden positions are uniform. ``seed`` is a stateless seed (2 ints). Returns the masked
+    codes and the mask (1.0 where hidden) as weights for the loss."""
+    import tensorflow as tf
+
+    shape = tf.shape(codes)
+    batch, total = shape[0], shape[1] * shape[2]
+    ratio = tf.random.stateless_uniform([batch], seed=seed)
+    hidden = tf.cast(tf.math.ceil(tf.cos(0.5 * math.pi * ratio) * tf.cast(total, tf.float32)), tf.int32)
+    hidden = tf.clip_by_value(hidden, 1, total)
+    scores = tf.random.stateless_uniform([batch, total], seed=seed + tf.constant([0, 1], seed.dtype))
+    ranks = tf.argsort(tf.argsort(scores, axis=1), axis=1)          # a random permutation per map
+    mask = tf.reshape(ranks < hidden[:, None], shape)
+    return tf.where(mask, tf.cast(mask_token, codes.dtype), codes), tf.cast(mask, tf.float32)
+
+
+def masked_code_dataset(ds, mask_token: int, seed: int = 0):
+    """(inputs, codes) batches -> (inputs with masked codes, codes, weights): the training data
+    of a masked-token prior, new masks every epoch (seeded), loss on the hidden codes only."""
+    import tensorflow as tf
+
+    def apply(pair, draw):
+        inputs, codes = pair
+        masked, weights = mask_codes(codes, mask_token, tf.stack([tf.constant(seed, tf.int64), draw]))
+        return {**inputs, "codes": masked}, codes, weights
+
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip((ds, draws)).map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
 def compile_prior(model, learning_rate: float):
+    """Adam on the cross-entropy of the codes; a masked-token prior averages it over the hidden
+    codes only (its datasets carry the mask as sample weights)."""
+    reduction = "mean_with_sample_weight" if model.mask_token else "sum_over_batch_size"
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return model
 
@@ -283,17 +318,16 @@ def resolve_precision(precision: str, cpuinfo="/proc/cpuinfo") -> str:
 def prior_builder(cfg, num_codes: int, grid, num_positions: int = 0, num_classes: int = 0):
     """``build()`` for ``train_prior``: the prior that ``cfg`` (a PriorConfig) describes over a
     VQ-VAE's ``num_codes`` codes on its ``grid``, in the precision ``cfg`` asks for, resolved
-    once (``resolve_precision``) and kept as ``build.precision`` for the record."""
-    from .prior import build_prior
+    once (``resolve_precision``) and kept as ``build.precision`` for the record (and the
+    codebook size as ``build.num_codes``, the mask token of a masked-token prior)."""
+    from .priors import build_prior
 
     precision = resolve_precision(cfg.prior_precision)
 
     def build():
-        return build_prior(cfg.prior_arch, num_codes, grid, cfg.prior_channels, cfg.prior_layers, cfg.prior_kernel,
-                           num_positions=num_positions, num_classes=num_classes,
-                           location=cfg.prior_location and cfg.prior_arch == "gated", seed=cfg.prior_seed,
-                           dtype=precision)
-    build.precision = precision
+        return build_prior(cfg.prior_arch, num_codes, grid, num_positions=num_positions, num_classes=num_classes,
+                           seed=cfg.prior_seed, dtype=precision, **cfg.hyperparameters())
+    build.precision, build.num_codes = precision, int(num_codes)
     return build
 
 
@@ -301,28 +335,29 @@ def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorb
     """Fit the prior on code maps (see ``fit_resumable``); ``build()`` returns an uncompiled prior
     (``prior_builder``). A prior trained in mixed precision is saved and returned in float32
     (``prior.float32_copy``); its checkpoints keep the training precision for a resume."""
-    from .prior import float32_copy
+    from . import priors
 
+    if priors.get(cfg.prior_arch).mask_token:
+        train_ds = masked_code_dataset(train_ds, build.num_codes, seed=cfg.prior_seed)
+        val_ds = masked_code_dataset(val_ds, build.num_codes, seed=cfg.prior_seed + 1)
     save_config(cfg, Path(run_dir) / "prior_config.json")
     return fit_resumable("prior", lambda: compile_prior(build(), cfg.prior_learning_rate), train_ds, run_dir,
                          epochs=cfg.prior_epochs, learning_rate=cfg.prior_learning_rate,
                          time_budget_s=cfg.prior_time_budget_s, seed=cfg.prior_seed, validation_data=val_ds,
-                         retrain=retrain, tensorboard=tensorboard, verbose=verbose, export=float32_copy)
+                         retrain=retrain, tensorboard=tensorboard, verbose=verbose,
+                         export=priors.float32_copy)
 
 
 def prior_scores(model, dataset) -> dict:
     """Bits per code (cross-entropy in bits, averaged over every position), accuracy, and
-    the mean bits at each grid position, over a dataset of (inputs, codes) batches."""
+    the mean bits at each grid position, over a dataset of (inputs, codes) batches, as the
+    prior's ``code_bits`` counts them (exact for the autoregressive priors)."""
     total_bits, total_hits, count, bits_map = 0.0, 0, 0, None
-    for inputs, codes in dataset:
-        logits = _numpy(model(inputs, training=False)).astype(np.float64)
-        codes = np.asarray(codes)
-        logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-        picked = np.take_along_axis(logits, codes[..., None], axis=-1)[..., 0]
-        bits = (logz - picked) / np.log(2.0)
+    for inputs, _ in dataset:
+        bits, hits = model.code_bits({k: np.asarray(v) for k, v in inputs.items()})
         total_bits += bits.sum()
-        total_hits += int((logits.argmax(-1) == codes).sum())
-        count += codes.size
+        total_hits += int(hits.sum())
+        count += bits.size
         bits_map = bits.sum(0) if bits_map is None else bits_map + bits.sum(0)
     if not count:
         raise BrainVQError("the evaluation split has no code maps: nothing to score")

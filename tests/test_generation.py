@@ -5,7 +5,7 @@ import pytest
 
 from brainvq_utils import generation, pipeline
 from brainvq_utils.errors import BrainVQError
-from brainvq_utils.prior import build_prior
+from brainvq_utils.priors import build_prior
 from brainvq_utils.synthetic import render_subject
 from brainvq_utils.vqvae import build_vqvae
 

@@ -277,3 +277,48 @@ def test_mean_pairwise_ssim_orders_diversity():
     assert metrics.mean_pairwise_ssim(alike) > 0.8 > metrics.mean_pairwise_ssim(varied)
     with pytest.raises(BrainVQError):
         metrics.mean_pairwise_ssim(varied[:1])
+
+
+def masked_ssim_reference(a, b):
+    """Per-pair reference: skimage's full SSIM map averaged over the union of the brain masks,
+    on the part of the map where the 11x11 window fits (as ``ssim`` averages it)."""
+    _, smap = structural_similarity(np.asarray(a, np.float64), np.asarray(b, np.float64), gaussian_weights=True,
+                                    sigma=1.5, use_sample_covariance=False, data_range=1.0, full=True)
+    union = metrics.brain_masks(np.stack([a, b]))
+    union = union[0] | union[1]
+    return float(smap[5:-5, 5:-5][union[5:-5, 5:-5]].mean())
+
+
+def test_masked_ssim_matrix_agrees_with_a_per_pair_reference():
+    rng = np.random.default_rng(13)
+    refs = np.concatenate([render_subject(i, seed=5, size=64, slices=4)[..., None] for i in range(2)])
+    queries = np.clip(refs[[2, 6]] + rng.normal(0, 0.03, (2, 64, 64, 1)) * (refs[[2, 6]] > 0), 0, 1)
+    queries = np.concatenate([queries, np.zeros((1, 64, 64, 1))]).astype("float32")
+    out = metrics.ssim_matrix(queries, refs, block=64 * 64 * 3, masked=True)
+    slow = np.array([[masked_ssim_reference(q[..., 0], r[..., 0]) for r in refs] for q in queries])
+    np.testing.assert_allclose(out["masked"], slow, atol=2e-3)
+    np.testing.assert_allclose(out["plain"], metrics.ssim_matrix(queries, refs), atol=1e-6)
+    best = metrics.nearest_neighbour_ssim(queries, refs, masked=True, block=64 * 64 * 3)
+    np.testing.assert_array_equal(best["masked"][1][:2], [2, 6])
+    np.testing.assert_allclose(best["masked"][0], slow.max(axis=1), atol=2e-3)
+
+
+def test_a_blank_image_matches_a_small_slice_outside_the_mask_only():
+    """The issue's case: an all-black sample against a small vertex slice scored 0.875."""
+    top = render_subject(0, seed=0, size=128, slices=32)[31][None, ..., None].astype("float32")
+    blank = np.zeros_like(top)
+    assert metrics.brain_masks(top).mean() < 0.25                   # a small slice: mostly background
+    out = metrics.ssim_matrix(blank, top, masked=True)
+    assert out["plain"][0, 0] > 0.6                                 # the whole-image score is fooled
+    assert out["masked"][0, 0] < 0.2                                # inside the brain it is not
+    same = metrics.ssim_matrix(top, top, masked=True)
+    assert same["masked"][0, 0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_brain_masks_fill_holes_and_ignore_background():
+    img = np.zeros((1, 32, 32, 1), np.float32)
+    img[0, 8:24, 8:24] = 0.8
+    img[0, 14:18, 14:18] = 0.0                                      # a dark ventricle inside
+    mask = metrics.brain_masks(img)
+    assert mask.shape == (1, 32, 32) and mask[0, 8:24, 8:24].all() and mask.sum() == 16 * 16
+    assert not metrics.brain_masks(np.zeros((2, 32, 32, 1))).any()

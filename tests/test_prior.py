@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from brainvq_utils.errors import BrainVQError
-from brainvq_utils.prior import MaskedConv2D, build_prior, causal_mask, prior_info
+from brainvq_utils.priors import MaskedConv2D, build_prior, causal_mask, prior_info
 
 K, H, W = 16, 5, 7
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from brainvq_utils.errors import BrainVQError
-from brainvq_utils.prior import build_prior, float32_copy
+from brainvq_utils.priors import build_prior, float32_copy
 from brainvq_utils.sampling import fast_logits, gumbel_noise, pick_codes, sample
 
 K = 16

@@ -129,7 +129,7 @@ def prior_datasets(codes, positions):
 def test_a_mixed_precision_prior_trains_in_bfloat16_and_is_saved_in_float32(tmp_path):
     import keras
 
-    from brainvq_utils.prior import prior_info
+    from brainvq_utils.priors import prior_info
 
     codes = stripes()
     cfg = PriorConfig(prior_channels=8, prior_layers=2, prior_epochs=3, prior_batch_size=8,
