@@ -1,16 +1,26 @@
-"""Benchmark: test bits per code of the gated prior against the baseline, same training time.
+"""Benchmark: the priors at equal training time, ranked by realism and by bits per code.
 
-    brainvq bench prior --run-dir RUN [--budget 180] [--variants pixelcnn gated ...] [--precisions ...]
+    brainvq bench prior --run-dir RUN [--budget 240] [--variants maskgit gated+location+position ...]
+                        [--precisions ...] [--n 320]
 
-Needs a run whose notebook 04 wrote ``codes.npz`` (the VQ-VAE's code maps of every
-split). Each variant trains from scratch on the train codes for ``--budget`` seconds
-(validation time included) with the profile's prior settings, then is scored on the
-test codes: bits per code (cross-entropy in bits), accuracy. Variants: the masked
-baseline (keras.io-sized: 128 channels, 2 residual blocks) and the gated prior, neither
-conditioned (the like-for-like pair), then the gated prior with the grid-location
-embedding, and with location and slice position (the default). ``--precisions float32
-mixed_bfloat16`` trains each variant in both arithmetics (default: the profile's
-``prior_precision``). Prints a table and one JSON line.
+Needs a run whose notebook 04 wrote ``codes.npz`` (the VQ-VAE's code maps of every split)
+and ``vqvae.keras``. Each variant trains from scratch on the train codes for ``--budget``
+seconds (validation time included) with the profile's prior settings, then:
+
+- bits per code on the test codes (cross-entropy in bits, as the prior's ``code_bits``
+  counts it: exact for the PixelCNNs, a 12-group code length for MaskGIT);
+- realism: ``--n`` samples drawn at the slice positions of ``--n`` validation slices, decoded,
+  and the two-sample AUC of the VQ-VAE's reconstructions of those slices against them (the
+  prior alone; 0.5 = indistinguishable) and of real test slices against them;
+- the share of empty samples, and the seconds sampling took.
+
+Variants: the masked-token transformer (``maskgit``), the masked baseline (keras.io-sized:
+128 channels, 2 residual blocks) and the gated prior unconditioned (the like-for-like pair
+of the PixelCNN reports), with the grid-location embedding, and with location and slice
+position. A coarser code grid needs its own VQ-VAE: run the pipeline with ``-p downsample=8``
+and point ``--run-dir`` at that run. ``--precisions float32 mixed_bfloat16`` trains each
+variant in both arithmetics (default: the profile's ``prior_precision``). The table is
+ranked by the realism AUC (lower is better). Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import json
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,10 +39,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from brainvq_utils import training  # noqa: E402
-from brainvq_utils.config import PRECISIONS, PriorConfig, load_params, stage_config  # noqa: E402
+from brainvq_utils import pipeline, realism, sampling, training  # noqa: E402
+from brainvq_utils.config import (PRECISIONS, DataConfig, PriorConfig, SamplingConfig, load_params,  # noqa: E402
+                                  stage_config)
+from brainvq_utils.data import load_dataset  # noqa: E402
+from brainvq_utils.priors import prior_info  # noqa: E402
 
-VARIANTS = {   # the first two are the like-for-like comparison: neither is conditioned
+VARIANTS = {
+    "maskgit": dict(prior_arch="maskgit", condition_on_position=True),
     "pixelcnn": dict(prior_arch="pixelcnn", prior_channels=128, prior_layers=2, condition_on_position=False,
                      prior_location=False),
     "gated": dict(prior_arch="gated", condition_on_position=False, prior_location=False),
@@ -40,12 +55,28 @@ VARIANTS = {   # the first two are the like-for-like comparison: neither is cond
 }
 
 
-def bench_one(name, precision, codes, args):
+def reference_sets(run: Path, n: int, seed: int = 0):
+    """Validation slices (positions, subjects), their reconstructions' features, and real test
+    slices' features, from the run's data set and VQ-VAE."""
+    record = json.loads((run / "dataset.json").read_text())["config"]
+    ds = load_dataset(record["dataset"], pipeline.data_root(stage_config(DataConfig, record)),
+                      validate_fraction=record["validate_fraction"], seed=record["seed"])
+    vqvae = keras.saving.load_model(run / "vqvae.keras")
+    with np.load(run / "codes.npz") as f:
+        codes = {k: f[k] for k in f.files}
+    info = {"num_positions": int(codes["num_positions"]), "num_classes": 0}
+    ev = pipeline.evaluation_sets(ds, codes, vqvae, info, record["image_size"], n, seed)
+    return codes, vqvae, ev, {"reconstructions": realism.texture_features(ev["reconstructions"][0]),
+                              "real": realism.texture_features(ev["real"][0])}
+
+
+def bench_one(name, precision, codes, vqvae, ev, feats, args):
     overrides = {**VARIANTS[name], "prior_time_budget_s": args.budget, "prior_epochs": 10_000}
     if precision is not None:
         overrides["prior_precision"] = precision
-    cfg = stage_config(PriorConfig, load_params(args.profile, overrides))
-    k = int(codes["train_codes"].max()) + 1 if args.num_codes is None else args.num_codes
+    params = load_params(args.profile, overrides)
+    cfg, scfg = stage_config(PriorConfig, params), stage_config(SamplingConfig, params)
+    k = args.num_codes
     grid = codes["train_codes"].shape[1:]
     positions = int(codes["num_positions"]) if cfg.condition_on_position else 0
 
@@ -58,37 +89,53 @@ def bench_one(name, precision, codes, args):
         prior, history = training.train_prior(
             training.code_dataset(inputs("train"), cfg.prior_batch_size, shuffle=True, seed=cfg.prior_seed),
             training.code_dataset(inputs("validate"), cfg.prior_batch_size), cfg, build, tmp, verbose=0)
-        scores = training.prior_scores(prior, training.code_dataset(inputs("test"), cfg.prior_batch_size))
-    return {"variant": name, **{k_: v for k_, v in dataclasses.asdict(cfg).items()
-                                if k_ in ("prior_arch", "prior_channels", "prior_layers")},
-            "precision": build.precision,
-            "parameters": int(prior.count_params()), "epochs": len(history["loss"]),
+        scores = training.prior_scores(prior, training.code_dataset(inputs("test"), 64))
+    cond = {"position": ev["conditions"]["position"]} if prior_info(prior)["num_positions"] else {}
+    start = time.perf_counter()
+    maps = sampling.sample(prior, len(ev["reconstructions"][0]), seed=scfg.sample_seed, batch_size=64,
+                           **pipeline.sampling_kwargs(scfg), **cond)
+    sampling_seconds = time.perf_counter() - start
+    samples = pipeline.decode_codes(vqvae, maps)
+    groups = np.asarray([f"sample~{s}" for s in ev["reconstructions"][1]])
+    prior_alone = realism.two_sample_test(ev["reconstructions"][0], samples, ev["reconstructions"][1], groups,
+                                          features_a=feats["reconstructions"])
+    whole = realism.two_sample_test(ev["real"][0], samples, ev["real"][1], groups, features_a=feats["real"])
+    return {"variant": name, **{k_: v for k_, v in dataclasses.asdict(cfg).items() if k_ == "prior_arch"},
+            "precision": build.precision, "parameters": int(prior.count_params()), "epochs": len(history["loss"]),
             "train_seconds": round(history["train_seconds"][-1], 1),
+            "auc_reconstructions_vs_samples": round(prior_alone["auc"], 3),
+            "auc_interval": [round(prior_alone["auc_low"], 3), round(prior_alone["auc_high"], 3)],
+            "auc_real_vs_samples": round(whole["auc"], 3),
+            "empty_fraction": round(float(realism.empty_images(samples).mean()), 3),
             "test_bits_per_code": round(scores["bits_per_code"], 4), "test_accuracy": round(scores["accuracy"], 4),
-            "uniform_bits": round(float(np.log2(k)), 3)}
+            "sampling_seconds": round(sampling_seconds, 1), "temperature": scfg.temperature}
 
 
 def main():
     parser = argparse.ArgumentParser(prog="brainvq bench prior", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", required=True, help="a run directory with codes.npz (notebook 04 ran)")
     parser.add_argument("--profile", default="demo")
-    parser.add_argument("--budget", type=float, default=180.0, help="training seconds per variant")
-    parser.add_argument("--num-codes", type=int, default=None, help="codebook size (default: from the run's vqvae)")
+    parser.add_argument("--budget", type=float, default=240.0, help="training seconds per variant")
+    parser.add_argument("--n", type=int, default=320, help="samples (and validation slices) for the realism AUC")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--precisions", nargs="+", default=[None], choices=list(PRECISIONS),
                         help="train each variant in each of these (default: the profile's prior_precision)")
     args = parser.parse_args()
     run = Path(args.run_dir)
-    if args.num_codes is None:
-        args.num_codes = json.loads((run / "metrics.json").read_text())["vqvae"]["codebook_size"]
-    with np.load(run / "codes.npz") as f:
-        codes = {k: f[k] for k in f.files}
-    results = [bench_one(name, precision, codes, args) for name in args.variants for precision in args.precisions]
-    cols = ["variant", "precision", "parameters", "epochs", "train_seconds", "test_bits_per_code", "test_accuracy", "uniform_bits"]
+    for artefact in ("codes.npz", "vqvae.keras", "dataset.json"):
+        if not (run / artefact).exists():
+            raise SystemExit(f"brainvq bench prior: {run / artefact} is missing; run notebooks 01-04 into {run} first")
+    args.num_codes = json.loads((run / "metrics.json").read_text())["vqvae"]["codebook_size"]
+    codes, vqvae, ev, feats = reference_sets(run, args.n)
+    results = [bench_one(name, precision, codes, vqvae, ev, feats, args)
+               for name in args.variants for precision in args.precisions]
+    results.sort(key=lambda r: r["auc_reconstructions_vs_samples"])
+    cols = ["variant", "precision", "parameters", "epochs", "train_seconds", "auc_reconstructions_vs_samples",
+            "auc_interval", "auc_real_vs_samples", "empty_fraction", "test_bits_per_code", "sampling_seconds"]
     print(" | ".join(cols))
     for r in results:
         print(" | ".join(str(r[c]) for c in cols))
-    print(json.dumps({"bench": "prior", "budget_s": args.budget, "run_dir": str(run),
+    print(json.dumps({"bench": "prior", "budget_s": args.budget, "run_dir": str(run), "n": args.n,
                       "machine": f"{platform.machine()} {os.cpu_count()} CPU cores, keras {keras.__version__} "
                                  f"({keras.backend.backend()})", "results": results}))
 

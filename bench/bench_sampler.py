@@ -29,7 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from brainvq_utils.prior import build_prior, prior_info  # noqa: E402
+from brainvq_utils.priors import build_prior, prior_info  # noqa: E402
 from brainvq_utils.sampling import gumbel_noise, pick_codes, sample  # noqa: E402
 
 

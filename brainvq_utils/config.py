@@ -129,11 +129,14 @@ class SamplingConfig:
     sampler: str = "fast"             # autoregressive priors: fast | reference
     decode_steps: int = 12            # iterative (maskgit) priors: parallel decoding steps
     choice_temperature: float = 4.5   # iterative priors: randomness of which draws are kept (annealed to 0)
+    realism_folds: int = 5            # folds of the two-sample realism test (grouped by subject)
     sample_seed: int = 0
 
     def __post_init__(self):
         _check_types(self)
         _positive(self, "n_samples", "temperature", "decode_steps")
+        if self.realism_folds < 2:
+            raise BrainVQError(f"realism_folds={self.realism_folds} must be 2 or more")
         if self.choice_temperature < 0:
             raise BrainVQError(f"choice_temperature={self.choice_temperature} must be 0 (keep the most "
                                "confident draws) or positive")

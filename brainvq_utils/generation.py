@@ -27,8 +27,11 @@ def floor_to_ceiling(value: float, floor: float, ceiling: float) -> float:
     return float((value - floor) / span) if span > 0 else float("nan")
 
 
-def _scored(images, train_images) -> dict:
-    nn = metrics.nearest_neighbour_ssim(images, train_images, masked=True)
+NN_CANDIDATES = 128   # references scored exactly per query (metrics.nearest_neighbour_ssim)
+
+
+def _scored(images, train_images, candidates) -> dict:
+    nn = metrics.nearest_neighbour_ssim(images, train_images, masked=True, candidates=candidates)
     return {"plain": nn["plain"][0], "index": nn["plain"][1], "masked": nn["masked"][0],
             "masked_index": nn["masked"][1], "empty": empty_images(images)}
 
@@ -38,15 +41,15 @@ def _mean_of_filled(values, empty) -> float:
 
 
 def generation_scores(samples, train_images, test_images, random_images, sampling_seconds: float,
-                      max_pairs_images: int = 400) -> dict:
+                      max_pairs_images: int = 400, candidates: int | None = NN_CANDIDATES) -> dict:
     """The ``generation`` section of metrics.json, plus the per-image arrays for plots.
 
     ``samples``, ``test_images`` and ``random_images`` (decoded uniform random codes) are
     each scored against every image of ``train_images``, over the whole image and inside
-    the brain masks, in one pass.
+    the brain masks, in one pass; each against its ``candidates`` nearest training images by
+    a coarse distance (None: against all; see ``metrics.nearest_neighbour_ssim``).
     """
-    s, real, rnd = _scored(samples, train_images), _scored(test_images, train_images), \
-        _scored(random_images, train_images)
+    s, real, rnd = (_scored(x, train_images, candidates) for x in (samples, test_images, random_images))
     threshold = float(np.percentile(real["masked"][~real["empty"]], 99)) if (~real["empty"]).any() else 1.0
     section = {
         "n_samples": int(len(samples)),
@@ -68,6 +71,7 @@ def generation_scores(samples, train_images, test_images, random_images, samplin
         "random_codes_nn_ssim_masked_mean": _mean_of_filled(rnd["masked"], rnd["empty"]),
         "random_codes_empty_fraction": float(rnd["empty"].mean()),
         "sampling_seconds": float(sampling_seconds),
+        "nn_candidates": None if candidates is None else int(candidates),
     }
     section["floor_to_ceiling"] = floor_to_ceiling(section["nn_ssim_masked_mean"],
                                                    section["random_codes_nn_ssim_masked_mean"],

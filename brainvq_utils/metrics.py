@@ -201,8 +201,10 @@ def nearest_neighbour_ssim(queries, references, masked: bool = False, candidates
     ranks the references of each query by the distance between 4x-smaller copies (a
     matrix product) and computes SSIM for its M nearest only: the best SSIM is then that
     of the best of those M, never more than the exhaustive one, and equal to it whenever
-    the nearest slice by SSIM is among them (tests/test_metrics.py checks it on brain
-    slices). For 128x128 slices and 2,560 references, M = 64 is 40 times less work.
+    the nearest slice by SSIM is among them. On the demo's 128x128 slices, against 2,560
+    training slices, M = 128 found the exhaustive best for 98% of real test slices by the
+    whole-image score (mean shortfall 1e-5) and for 95% inside the masks (mean shortfall
+    0.001, at most 0.04), at a twentieth of the work (tests/test_metrics.py checks it).
     """
     q, r = _as_batch(queries, "queries"), _as_batch(references, "references")
     if candidates is None or int(candidates) >= len(r):

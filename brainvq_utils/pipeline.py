@@ -254,3 +254,41 @@ def decode_codes(vqvae, code_maps, batch_size: int = 64):
     parts = [keras.ops.convert_to_numpy(vqvae.decode(code_maps[i:i + batch_size]))
              for i in range(0, len(code_maps), batch_size)]
     return np.concatenate(parts) if parts else np.zeros((0, *vqvae.encoder.input_shape[1:]), np.float32)
+
+
+# ----------------------------------------------------------------------------- evaluation (05)
+def evaluation_sets(ds, codes: dict, vqvae, info: dict, image_size, n: int, seed: int = 0) -> dict:
+    """The held-out sets that samples are judged against (notebook 05).
+
+    ``real``: up to ``n`` test slices; ``real_other``: up to ``n`` validation slices (other
+    subjects); ``reconstructions``: the VQ-VAE's decoding of ``real_other``'s code maps. Each
+    is ``(images, subject names)``. ``conditions`` asks the prior for one sample per
+    ``real_other`` slice, at its slice position and class (what the prior knows), so that the
+    samples' positions match those of the reconstructions they are compared with;
+    ``positions`` holds the slice positions of ``real`` and ``real_other``.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def pick(split):
+        return np.sort(rng.choice(len(split), min(int(n), len(split)), replace=False))
+
+    test_idx, val_idx = pick(ds.test), pick(ds.validate)
+    real, other = ds.test.subset(test_idx), ds.validate.subset(val_idx)
+    conditions = {}
+    if info["num_positions"]:
+        conditions["position"] = codes["validate_position"][val_idx]
+    if info["num_classes"]:
+        conditions["label"] = codes["validate_label"][val_idx]
+    return {"real": (real.load(image_size), np.asarray(real.subjects)),
+            "real_other": (other.load(image_size), np.asarray(other.subjects)),
+            "reconstructions": (decode_codes(vqvae, codes["validate_codes"][val_idx]), np.asarray(other.subjects)),
+            "conditions": conditions,
+            "positions": {"real": np.asarray(real.slices), "real_other": np.asarray(other.slices)}}
+
+
+def sampling_kwargs(cfg) -> dict:
+    """The keyword arguments of ``sampling.sample`` that a SamplingConfig sets."""
+    return dict(temperature=cfg.temperature, top_k=cfg.top_k or None, method=cfg.sampler, steps=cfg.decode_steps,
+                choice_temperature=cfg.choice_temperature)

@@ -111,3 +111,25 @@ def history_figure(history: dict, panels: dict, suptitle=None):
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def blind_grid(samples, real, seed: int = 0, ncols: int = 8, size: float = 1.4, suptitle=None):
+    """Samples and real slices shuffled together into numbered panels, with the key (which
+    numbers are samples) printed beside the grid: cover the key and guess. Returns the
+    figure and the key (True where a panel is a sample)."""
+    samples, real = np.asarray(samples), np.asarray(real)
+    if not len(samples) or not len(real):
+        raise BrainVQError("the blind grid needs samples and real slices")
+    images = np.concatenate([samples, real])
+    is_sample = np.r_[np.ones(len(samples), bool), np.zeros(len(real), bool)]
+    order = np.random.default_rng(seed).permutation(len(images))
+    images, is_sample = images[order], is_sample[order]
+    fig = brain_grid(images, titles=[str(i + 1) for i in range(len(images))], ncols=ncols, size=size,
+                     suptitle=suptitle)
+    numbers = [str(i + 1) for i in np.flatnonzero(is_sample)]
+    lines = ["key: samples are"] + [", ".join(numbers[i:i + 6]) for i in range(0, len(numbers), 6)]
+    width = fig.get_size_inches()[0]
+    fig.set_size_inches(width + 1.9, fig.get_size_inches()[1])
+    fig.subplots_adjust(right=width / (width + 1.9))
+    fig.text(width / (width + 1.9) + 0.01, 0.5, "\n".join(lines), fontsize=8, va="center", family="monospace")
+    return fig, is_sample

@@ -5,7 +5,8 @@ reference and an exact fast sampler for the autoregressive priors.
 2022): every position starts masked; at each of ``steps`` steps the prior predicts every masked
 position at once from what is known, a code is drawn at each (the draw below), and only the
 most confident draws stay, so that the masked count follows the cosine schedule
-(``priors.masked_counts``). Which draws stay is randomised by Gumbel noise on their
+(``priors.masked_counts``). The draw is ``keras.random.categorical`` over the tempered,
+top-k logits (no per-code noise to share with another sampler, so the cheaper draw). Which draws stay is randomised by Gumbel noise on their
 log-probabilities, scaled by ``choice_temperature`` and annealed to zero by the last step.
 
 **Autoregressive priors** draw a code at a time in raster order. The noise is drawn up front for a whole batch
@@ -53,15 +54,20 @@ def gumbel_noise(shape, seed_generator):
     return -ops.log(-ops.log(u))
 
 
-def pick_codes(logits, noise, temperature, top_k=None):
-    """Codes (...,) int32 drawn from softmax(logits / temperature), restricted to the
-    ``top_k`` largest logits (None: all), with the given Gumbel noise (``logits``' shape).
-    ``temperature`` may be a tensor; ``top_k`` is a Python int (static in a compiled step)."""
+def _tempered(logits, temperature, top_k=None):
+    """logits / temperature, set to -inf outside the ``top_k`` largest (None: all kept)."""
     z = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = ops.min(ops.top_k(z, top_k, sorted=False)[0], axis=-1, keepdims=True)
         z = ops.where(z >= kth, z, float("-inf"))
-    return ops.cast(ops.argmax(z + noise, axis=-1), "int32")
+    return z
+
+
+def pick_codes(logits, noise, temperature, top_k=None):
+    """Codes (...,) int32 drawn from softmax(logits / temperature), restricted to the
+    ``top_k`` largest logits (None: all), with the given Gumbel noise (``logits``' shape).
+    ``temperature`` may be a tensor; ``top_k`` is a Python int (static in a compiled step)."""
+    return ops.cast(ops.argmax(_tempered(logits, temperature, top_k) + noise, axis=-1), "int32")
 
 
 # -- checks --------------------------------------------------------------------------------
@@ -358,11 +364,14 @@ def _iterative_batch(prior, seed_generator, batch, position, label, temperature,
     if label is not None:
         inputs["label"] = label
     for t, still_masked in enumerate(masked_counts(total, steps)):
-        logits = ops.convert_to_tensor(prior.predict_on_batch({**inputs, "codes": codes}))
-        drawn = pick_codes(logits, gumbel_noise(logits.shape, seed_generator), temperature, top_k)
-        logp = ops.take_along_axis(ops.log_softmax(logits, axis=-1), ops.expand_dims(drawn, -1), axis=-1)[..., 0]
+        logits = ops.reshape(ops.convert_to_tensor(prior.predict_on_batch({**inputs, "codes": codes})),
+                             (batch * total, num_codes))
+        drawn = keras.random.categorical(_tempered(logits, temperature, top_k), 1, seed=seed_generator)[:, 0]
+        drawn = ops.cast(drawn, "int32")
+        logp = (ops.take_along_axis(logits, ops.expand_dims(drawn, -1), axis=-1)[:, 0]
+                - ops.logsumexp(logits, axis=-1))
         anneal = choice_temperature * (1.0 - (t + 1) / steps)
-        choice = gumbel_noise((batch, height, width), seed_generator)
+        choice = gumbel_noise((batch * total,), seed_generator)
         confidence = ops.convert_to_numpy(logp + anneal * choice).reshape(batch, total).astype(np.float64)
         drawn = ops.convert_to_numpy(drawn).reshape(batch, total)
         confidence[~masked] = np.inf                                  # known codes stay known

@@ -297,7 +297,7 @@ def test_masked_ssim_matrix_agrees_with_a_per_pair_reference():
     out = metrics.ssim_matrix(queries, refs, block=64 * 64 * 3, masked=True)
     slow = np.array([[masked_ssim_reference(q[..., 0], r[..., 0]) for r in refs] for q in queries])
     np.testing.assert_allclose(out["masked"], slow, atol=2e-3)
-    np.testing.assert_allclose(out["plain"], metrics.ssim_matrix(queries, refs), atol=1e-6)
+    np.testing.assert_allclose(out["plain"], metrics.ssim_matrix(queries, refs), atol=2e-5)   # float32 round-off
     best = metrics.nearest_neighbour_ssim(queries, refs, masked=True, block=64 * 64 * 3)
     np.testing.assert_array_equal(best["masked"][1][:2], [2, 6])
     np.testing.assert_allclose(best["masked"][0], slow.max(axis=1), atol=2e-3)
@@ -322,3 +322,25 @@ def test_brain_masks_fill_holes_and_ignore_background():
     mask = metrics.brain_masks(img)
     assert mask.shape == (1, 32, 32) and mask[0, 8:24, 8:24].all() and mask.sum() == 16 * 16
     assert not metrics.brain_masks(np.zeros((2, 32, 32, 1))).any()
+
+
+def test_candidate_search_finds_the_exhaustive_nearest_neighbour_on_brain_slices():
+    rng = np.random.default_rng(14)
+    refs = np.concatenate([render_subject(i, seed=6, size=64, slices=16)[..., None] for i in range(6)])
+    queries = np.concatenate([render_subject(i, seed=6, size=64, slices=16)[..., None] for i in (7, 8)])
+    queries = np.clip(queries + rng.normal(0, 0.02, queries.shape) * (queries > 0), 0, 1).astype("float32")
+    exact = metrics.nearest_neighbour_ssim(queries, refs, masked=True)
+    fast = metrics.nearest_neighbour_ssim(queries, refs, masked=True, candidates=16)
+    more = metrics.nearest_neighbour_ssim(queries, refs, masked=True, candidates=32)
+    for kind in ("plain", "masked"):
+        for approx in (fast, more):
+            assert (approx[kind][0] <= exact[kind][0] + 1e-5).all()       # never more than the exhaustive
+        assert (fast[kind][1] == exact[kind][1]).mean() >= 0.9            # and almost always the same slice
+        assert (more[kind][0] >= fast[kind][0] - 1e-5).all()              # more candidates, never worse
+    np.testing.assert_allclose(fast["plain"][0], exact["plain"][0], atol=1e-5)
+    # the masked score ranks neighbours less like the coarse distance does: a few misses, each small
+    assert (exact["masked"][0] - fast["masked"][0]).mean() < 0.01
+    assert metrics.nearest_neighbour_ssim(queries[:2], refs, candidates=len(refs))[0] == \
+        pytest.approx(exact["plain"][0][:2], abs=1e-6)
+    with pytest.raises(BrainVQError, match="candidates=0"):
+        metrics.nearest_neighbour_ssim(queries, refs, candidates=0)

@@ -172,6 +172,7 @@ def test_wrong_inputs_raise():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(arch="transformer"), "'transformer' is not known"),
+    (dict(arch="maskgit", kernel_size=3), "no setting \\['kernel_size'\\]"),
     (dict(arch="pixelcnn", num_positions=32), "takes no position or label"),
     (dict(arch="pixelcnn", num_classes=2), "takes no position or label"),
     (dict(arch="pixelcnn", location=True), "no embedding_dim or location"),
@@ -204,6 +205,9 @@ def test_saved_priors_load_here_and_in_a_fresh_process_on_the_other_backend(tmp_
                    "label": np.array([1, 0, 1])}),
         "pixelcnn": (build_prior("pixelcnn", num_codes=K, grid=(4, 6), channels=8, num_layers=1, seed=1),
                      {"codes": rng.integers(0, K, (3, 4, 6)).astype("int32")}),
+        "maskgit": (build_prior("maskgit", num_codes=K, grid=(4, 6), channels=8, num_layers=1, heads=2, patch=2,
+                                num_positions=8, seed=1),
+                    {"codes": rng.integers(0, K + 1, (3, 4, 6)).astype("int32"), "position": np.array([0, 3, 7])}),
     }
     for name, (model, inputs) in cases.items():
         model.save(tmp_path / f"{name}.keras")
@@ -214,15 +218,15 @@ def test_saved_priors_load_here_and_in_a_fresh_process_on_the_other_backend(tmp_
         np.testing.assert_allclose(np_(loaded(inputs)), y, atol=1e-5)
     # TensorFlow-saved priors load under JAX and the other way round
     other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
-    code = ("import numpy as np, keras, brainvq_utils.prior as P\n"
+    code = ("import numpy as np, keras, brainvq_utils.priors as P\n"
             f"d = {str(tmp_path)!r}\n"
-            "for name in ('gated', 'pixelcnn'):\n"
+            "for name in ('gated', 'pixelcnn', 'maskgit'):\n"
             "    m = keras.saving.load_model(f'{d}/{name}.keras')\n"
             "    data = dict(np.load(f'{d}/{name}.npz')); y = data.pop('y')\n"
             "    np.testing.assert_allclose(keras.ops.convert_to_numpy(m(data)), y, atol=1e-5)\n"
             "    info = P.prior_info(m)\n"
             "    assert info['arch'] == name and info['num_codes'] == 16 and info['grid'] == (4, 6), info\n"
-            "    assert (info['num_positions'], info['num_classes']) == ((8, 2) if name == 'gated' else (0, 0))\n"
+            "    assert (info['num_positions'], info['num_classes']) == {'gated': (8, 2), 'pixelcnn': (0, 0), 'maskgit': (8, 0)}[name]\n"
             "print('ok', keras.backend.backend())\n")
     done = _run_fresh(code, other)
     assert done.returncode == 0, f"{other}: {done.stderr[-2000:]}"
@@ -231,10 +235,69 @@ def test_saved_priors_load_here_and_in_a_fresh_process_on_the_other_backend(tmp_
 
 def test_importing_the_package_registers_the_priors():
     code = ("import keras, brainvq_utils\n"
-            "for name in ('GatedPixelCNNPrior', 'PixelCNNPrior', 'GatedLayer', 'MaskedConv2D'):\n"
+            "for name in ('GatedPixelCNNPrior', 'PixelCNNPrior', 'GatedLayer', 'MaskedConv2D', 'MaskGITPrior',\n"
+            "             'TransformerBlock'):\n"
             "    assert keras.saving.get_registered_object(f'brainvq>{name}') is not None, name\n"
             "print('ok')\n")
     done = _run_fresh(code, keras.backend.backend())
     assert done.returncode == 0 and "ok" in done.stdout, (
         "`import brainvq_utils` does not register the prior classes, so prior.keras will not load; "
-        f"brainvq_utils/__init__.py must import .prior: {done.stderr[-500:]}")
+        f"brainvq_utils/__init__.py must import .priors: {done.stderr[-500:]}")
+
+
+# ----------------------------------------------------------------------------- the masked-token prior
+def maskgit(**kw):
+    return build_prior("maskgit", **{"num_codes": K, "grid": (4, 6), "channels": 16, "num_layers": 2, "heads": 2,
+                                     "patch": 2, "seed": 4, **kw})
+
+
+def test_maskgit_sees_both_sides_and_the_mask_token_is_an_input():
+    from brainvq_utils.priors import masked_counts  # noqa: F401  (exported)
+    model = maskgit(patch=1)
+    codes = np.random.default_rng(2).integers(0, K, (1, 4, 6)).astype("int32")
+    codes[0, 1, 2] = K                                           # the mask token
+    base = np_(model({"codes": codes}))
+    for (i, j) in [(0, 0), (3, 5), (1, 3)]:                      # before, after and beside the masked code
+        moved = codes.copy()
+        moved[0, i, j] = (moved[0, i, j] + 1) % K
+        assert np.abs(np_(model({"codes": moved}))[0, 1, 2] - base[0, 1, 2]).max() > 1e-4, (i, j)
+    with pytest.raises(BrainVQError, match=r"pass indices in \[0, 17\)"):
+        model({"codes": codes + 1})
+    assert prior_info(model)["sampling"] == "iterative" and prior_info(model)["patch"] == 1
+
+
+def test_maskgit_patches_and_conditioning():
+    model = maskgit(num_positions=8, num_classes=2)
+    codes = np.full((2, 4, 6), K, "int32")
+    out = np_(model({"codes": codes, "position": np.array([1, 6]), "label": np.array([0, 0])}))
+    assert out.shape == (2, 4, 6, K)
+    assert np.abs(out[0] - out[1]).max(axis=-1).min() > 1e-5    # every code sees the slice position
+    with pytest.raises(BrainVQError, match="patch=3 must divide the code grid"):
+        maskgit(patch=3)
+    with pytest.raises(BrainVQError, match="divisible by heads"):
+        maskgit(channels=10, heads=4)
+    with pytest.raises(BrainVQError, match="no setting \\['location'\\]"):
+        maskgit(location=True)
+
+
+def test_masked_counts_follow_the_cosine_schedule():
+    from brainvq_utils.priors import masked_counts
+    counts = masked_counts(1024, 12)
+    assert len(counts) == 12 and counts[-1] == 0 and all(a > b for a, b in zip([1024] + counts, counts))
+    assert counts[0] == int(np.floor(1024 * np.cos(np.pi / 2 / 12)))      # most stay masked after step 1
+    assert masked_counts(5, 5) == [4, 3, 2, 1, 0] and masked_counts(5, 1) == [0]
+    for steps in (0, 6):
+        with pytest.raises(BrainVQError, match=r"decoding steps=.* must lie in 1\.\.5"):
+            masked_counts(5, steps)
+
+
+def test_maskgit_code_bits_are_a_code_length():
+    """Revealing in groups of one fixed order defines a distribution: 2^-bits sums to 1 over
+    every map of a 2x2 grid of 3 codes."""
+    import itertools
+    model = build_prior("maskgit", num_codes=3, grid=(2, 2), channels=8, num_layers=1, heads=2, patch=1, seed=1)
+    maps = np.array(list(itertools.product(range(3), repeat=4)), "int32").reshape(-1, 2, 2)
+    for steps in (2, 4):
+        bits, hits = model.code_bits({"codes": maps}, steps=steps, seed=3)
+        assert bits.shape == maps.shape and hits.dtype == bool
+        assert np.sum(2.0 ** -bits.reshape(len(maps), -1).sum(1)) == pytest.approx(1.0, abs=1e-4)

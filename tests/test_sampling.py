@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from brainvq_utils.errors import BrainVQError
-from brainvq_utils.priors import build_prior, float32_copy
+from brainvq_utils.priors import build_prior, float32_copy, masked_counts
 from brainvq_utils.sampling import fast_logits, gumbel_noise, pick_codes, sample
 
 K = 16
@@ -190,3 +190,57 @@ def test_conditioning_a_prior_without_it():
         sample(model, 1, label=0)
     with pytest.raises(BrainVQError, match="not a brainvq prior"):
         sample(keras.Sequential([keras.layers.Dense(2)]), 1)
+
+
+# ----------------------------------------------------------------------------- iterative decoding
+def small_maskgit(grid=(4, 6), seed=0, **extra):
+    model = build_prior("maskgit", num_codes=K, grid=grid, channels=16, num_layers=2, heads=2, patch=2, seed=seed,
+                        **extra)
+    model.to_logits.kernel.assign(model.to_logits.kernel * 6.0)
+    return model
+
+
+def test_iterative_decoding_fills_every_position_and_is_seeded():
+    model = small_maskgit(num_positions=4)
+    a = sample(model, 5, seed=3, position=[0, 1, 2, 3, 0], steps=4, batch_size=3)
+    b = sample(model, 5, seed=3, position=[0, 1, 2, 3, 0], steps=4, batch_size=3)
+    assert a.shape == (5, 4, 6) and a.dtype == np.int32 and a.min() >= 0 and a.max() < K   # no mask token left
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, sample(model, 5, seed=4, position=[0, 1, 2, 3, 0], steps=4, batch_size=3))
+    assert sample(model, 2, steps=24, position=1).shape == (2, 4, 6)      # one code per step
+
+
+def test_one_step_greedy_decoding_is_the_argmax_of_a_masked_map():
+    model = small_maskgit()
+    codes = sample(model, 2, steps=1, top_k=1)
+    logits = np_(model({"codes": np.full((2, 4, 6), K, "int32")}))
+    np.testing.assert_array_equal(codes, logits.argmax(-1))
+
+
+def test_iterative_decoding_keeps_the_most_confident_draws():
+    """With top_k=1 and no choice noise, each step keeps the draws the prior is surest of, so
+    the first codes fixed are those with the highest top probability on the masked map."""
+    model = small_maskgit(seed=2)
+    total, steps = 24, 3
+    masked = np.full((1, 4, 6), K, "int32")
+    logits = np_(model({"codes": masked}))[0].reshape(total, K)
+    logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+    first = np.argsort(-logp.max(1))[: total - masked_counts(total, steps)[0]]
+    one_step = sample(model, 1, steps=steps, top_k=1, choice_temperature=0.0)[0].reshape(total)
+    np.testing.assert_array_equal(one_step[first], logits.argmax(1)[first])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(steps=0), r"steps=0 is out of range; use 1\.\.24"),
+    (dict(steps=25), r"steps=25 is out of range"),
+    (dict(choice_temperature=-1.0), "choice_temperature=-1.0"),
+    (dict(choice_temperature="hot"), "choice_temperature='hot'"),
+])
+def test_bad_iterative_arguments(kwargs, match):
+    with pytest.raises(BrainVQError, match=match):
+        sample(small_maskgit(), 2, **kwargs)
+
+
+def test_fast_logits_refuse_a_non_autoregressive_prior():
+    with pytest.raises(BrainVQError, match="not autoregressive"):
+        fast_logits(small_maskgit(), np.zeros((1, 4, 6), "int32"))

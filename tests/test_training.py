@@ -176,3 +176,36 @@ def test_auto_precision_picks_bfloat16_only_where_the_cpu_has_it(tmp_path):
     import keras
     on_cpu = all(str(d).lower().startswith("cpu") for d in keras.distribution.list_devices())
     assert training.resolve_precision("auto", with_bf16) == ("mixed_bfloat16" if on_cpu else "float32")
+
+
+def test_masked_training_data_hides_a_cosine_share_of_codes_anew_every_epoch():
+    import tensorflow as tf
+    codes = stripes(n=256)
+    ds = training.masked_code_dataset(training.code_dataset(training.prior_inputs(codes), 64), mask_token=16, seed=3)
+    epochs = [list(ds.as_numpy_iterator()) for _ in range(2)]
+    inputs, targets, weights = (np.concatenate(parts) for parts in zip(*[(x["codes"], y, w) for x, y, w in epochs[0]]))
+    np.testing.assert_array_equal(targets, codes)                       # the targets are the true codes
+    hidden = inputs == 16
+    np.testing.assert_array_equal(hidden, weights == 1.0)               # the loss sees the hidden codes only
+    np.testing.assert_array_equal(inputs[~hidden], codes[~hidden])      # the others are shown as they are
+    share = hidden.reshape(len(codes), -1).mean(1)
+    assert share.min() > 0 and share.max() <= 1.0
+    # E[cos(pi r / 2)] = 2 / pi for r ~ U(0, 1)
+    assert abs(share.mean() - 2 / np.pi) < 0.06, share.mean()
+    second = np.concatenate([w for _, _, w in epochs[1]])
+    assert not np.array_equal(second, weights)                          # new masks every epoch
+    again = np.concatenate([w for _, _, w in training.masked_code_dataset(
+        training.code_dataset(training.prior_inputs(codes), 64), 16, seed=3).as_numpy_iterator()])
+    np.testing.assert_array_equal(again, weights)                       # seeded
+    assert tf.is_tensor(training.mask_codes(tf.constant(codes[:2]), 16, tf.constant([1, 2], tf.int64))[0])
+
+
+def test_a_maskgit_prior_trains_on_masked_codes(tmp_path):
+    codes = stripes()
+    cfg = PriorConfig(prior_arch="maskgit", maskgit_channels=16, maskgit_layers=1, maskgit_heads=2, maskgit_patch=2,
+                      prior_epochs=4, prior_batch_size=8, prior_learning_rate=1e-2)
+    build = training.prior_builder(cfg, 16, (4, 4), num_positions=4)
+    prior, history = training.train_prior(*prior_datasets(codes, np.arange(64) % 4), cfg, build, tmp_path, verbose=0)
+    assert history["val_loss"][-1] < history["val_loss"][0] and np.isfinite(history["loss"]).all()
+    scores = training.prior_scores(prior, training.code_dataset(training.prior_inputs(codes, np.arange(64) % 4), 16))
+    assert 0 < scores["bits_per_code"] < 4 and scores["bits_map"].shape == (4, 4)

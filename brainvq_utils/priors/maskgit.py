@@ -175,16 +175,18 @@ class MaskGITPrior(Prior):
 
     def code_bits(self, inputs, steps: int = 12, seed: int = 0):
         """Bits and hits (see ``Prior.code_bits``) of every code when each map is revealed in
-        ``steps`` groups of a fixed random order (sizes from the cosine schedule), each group
-        predicted from the groups before it with the rest masked."""
+        ``steps`` groups of one fixed random order (``seed``; group sizes from the cosine
+        schedule), each group predicted from the groups before it with the rest masked. The
+        product of those probabilities sums to one over all maps (tests/test_prior.py), so
+        the bits are a code length."""
         codes = np.asarray(inputs["codes"], np.int32)
         b, (h, w) = len(codes), self.grid
         total = h * w
-        rng = np.random.default_rng(seed)
-        order = np.argsort(rng.random((b, total)), axis=1)        # reveal order per map
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.arange(total)[None].repeat(b, 0), axis=1)
-        rank = rank.reshape(b, h, w)
+        steps = min(int(steps), total)
+        order = np.argsort(np.random.default_rng(seed).random(total))   # one reveal order for every map
+        rank = np.empty(total, np.int64)
+        rank[order] = np.arange(total)
+        rank = np.broadcast_to(rank.reshape(1, h, w), (b, h, w))
         revealed = np.concatenate([[0], total - np.asarray(masked_counts(total, steps))])
         bits, hits = np.zeros((b, h, w)), np.zeros((b, h, w), bool)
         for t in range(steps):
