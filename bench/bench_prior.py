@@ -16,8 +16,8 @@ seconds (validation time included) with the profile's prior settings, then:
 
 Variants: the masked-token transformer (``maskgit``), the masked baseline (keras.io-sized:
 128 channels, 2 residual blocks) and the gated prior unconditioned (the like-for-like pair
-of the PixelCNN reports), with the grid-location embedding, and with location and slice
-position. A coarser code grid needs its own VQ-VAE: run the pipeline with ``-p downsample=8``
+of the PixelCNN reports), with the grid-location embedding, with location and slice
+position, and with a location map per slice position as well (``gated+level``, the default). A coarser code grid needs its own VQ-VAE: run the pipeline with ``-p downsample=8``
 and point ``--run-dir`` at that run. ``--precisions float32 mixed_bfloat16`` trains each
 variant in both arithmetics (default: the profile's ``prior_precision``). The table is
 ranked by the realism AUC (lower is better). Prints a table and one JSON line.
@@ -51,7 +51,10 @@ VARIANTS = {
                      prior_location=False),
     "gated": dict(prior_arch="gated", condition_on_position=False, prior_location=False),
     "gated+location": dict(prior_arch="gated", condition_on_position=False, prior_location=True),
-    "gated+location+position": dict(prior_arch="gated", condition_on_position=True, prior_location=True),
+    "gated+location+position": dict(prior_arch="gated", condition_on_position=True, prior_location=True,
+                                    prior_level_location=False),
+    "gated+level": dict(prior_arch="gated", condition_on_position=True, prior_location=True,
+                        prior_level_location=True),
 }
 
 

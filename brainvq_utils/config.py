@@ -82,6 +82,7 @@ class PriorConfig:
     prior_layers: int = 8             # gated layers / pixelcnn residual blocks
     prior_kernel: int = 3
     prior_location: bool = True       # gated prior: learn where on the grid each code lies
+    prior_level_location: bool = True  # gated prior: and a coarse map of it per slice position
     maskgit_channels: int = 128       # maskgit: token width
     maskgit_layers: int = 4           # maskgit: transformer blocks
     maskgit_heads: int = 4
@@ -112,13 +113,17 @@ class PriorConfig:
         if self.prior_precision not in PRECISIONS:
             raise BrainVQError(f"prior_precision={self.prior_precision!r} is not known; use one of {PRECISIONS}")
 
-    def hyperparameters(self) -> dict:
-        """The settings of the chosen architecture, as ``priors.build_prior`` takes them."""
+    def hyperparameters(self, num_positions: int = 0) -> dict:
+        """The settings of the chosen architecture, as ``priors.build_prior`` takes them, for a
+        prior conditioned on ``num_positions`` slice positions (0: none)."""
         if self.prior_arch == "maskgit":
             return dict(channels=self.maskgit_channels, num_layers=self.maskgit_layers, heads=self.maskgit_heads,
                         patch=self.maskgit_patch)
         common = dict(channels=self.prior_channels, num_layers=self.prior_layers, kernel_size=self.prior_kernel)
-        return {**common, "location": self.prior_location} if self.prior_arch == "gated" else common
+        if self.prior_arch != "gated":
+            return common
+        level = self.prior_level_location and self.prior_location and num_positions > 0
+        return {**common, "location": self.prior_location, "level_location": level}
 
 
 @dataclass(frozen=True)
@@ -150,9 +155,11 @@ STAGES = (DataConfig, VQVAEConfig, PriorConfig, SamplingConfig)
 
 PROFILES: dict[str, dict] = {
     # CI: every notebook in well under a minute on 2 CPU cores.
-    "smoke": dict(image_size=32, subjects=6, synth_size=64, batch_size=8, num_codes=32,
-                  code_dim=8, channels=16, res_blocks=1, epochs=8, learning_rate=2e-3,
-                  prior_channels=16, prior_layers=3, prior_epochs=3, n_samples=8),
+    # 20 subjects, so that the validation and test splits hold 2 each for the grouped realism folds.
+    "smoke": dict(image_size=32, subjects=20, synth_size=64, batch_size=8, num_codes=32,
+                  code_dim=8, channels=16, res_blocks=1, epochs=4, learning_rate=2e-3,
+                  prior_channels=16, prior_layers=3, prior_epochs=3, maskgit_channels=16, maskgit_layers=1,
+                  maskgit_heads=2, n_samples=32, decode_steps=4, realism_folds=2),
     # The embedded cohort on a 2-core laptop CPU: VQ-VAE in 5 minutes, prior in 5, all within 15.
     # (A 240 s VQ-VAE run reached test SSIM 0.92 only: it stalled after a poor first epoch.)
     # Small prior batches learn most per CPU second (batch 4 beat 8, 16 and 32 in 5 minutes), and
@@ -163,8 +170,11 @@ PROFILES: dict[str, dict] = {
     "demo": dict(time_budget_s=300.0, prior_time_budget_s=300.0, prior_channels=48, prior_batch_size=4,
                  prior_learning_rate=1.5e-3, prior_precision="auto", temperature=0.8),
     # OASIS/ADNI at native size on a GPU.
+    # The prior sees 64x64 code maps here: more channels, and MaskGIT groups 4x4 codes per token
+    # (256 tokens, as in the demo).
     "full": dict(image_size=256, batch_size=32, num_codes=512, code_dim=64, channels=128,
-                 downsample=4, epochs=60, learning_rate=1e-3),
+                 downsample=4, epochs=60, learning_rate=1e-3, prior_channels=128, prior_layers=12,
+                 prior_batch_size=16, maskgit_channels=256, maskgit_layers=8, maskgit_heads=8, maskgit_patch=4),
 }
 
 

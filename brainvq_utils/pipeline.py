@@ -134,7 +134,8 @@ def dataset_config_from_run(ctx: NotebookContext) -> DataConfig:
 def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic", data_dir=None,
                   overrides: dict | None = None, overwrite: bool = False, only=None,
                   log=print) -> Path:
-    """Execute the notebooks in order with papermill into the run directory."""
+    """Execute the notebooks in order with papermill into the run directory; the seconds each
+    took go into metrics.json (``timing``, with the ``total`` so far) as each one ends."""
     import papermill
 
     load_params(profile, {**(overrides or {}), "dataset": dataset,
@@ -150,7 +151,7 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
     write_json(run_dir / "run.json", {"parameters": parameters, "notebooks": names,
                                       "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     log(f"run directory: {run_dir}")
-    total = time.perf_counter()
+    total, timing = time.perf_counter(), {}
     for i, name in enumerate(names, 1):
         start_t = time.perf_counter()
         out = run_dir / f"{name}.ipynb"
@@ -163,7 +164,9 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
             reason = reason if len(reason) <= 300 else reason[:300] + " ..."
             raise BrainVQError(f"[{i}/{len(names)}] {name} failed: {err.ename}: {reason} "
                                f"(the executed notebook with the full error: {out})") from None
-        log(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - start_t:.1f} s")
+        timing[name] = round(time.perf_counter() - start_t, 1)
+        update_metrics(run_dir, "timing", {**timing, "total": round(time.perf_counter() - total, 1)})
+        log(f"[{i}/{len(names)}] {name} done in {timing[name]:.1f} s")
     log(f"all {len(names)} notebooks done in {time.perf_counter() - total:.1f} s; "
         f"metrics: {run_dir / 'metrics.json'}")
     return run_dir
@@ -212,19 +215,6 @@ def conditioning(codes: dict, cfg) -> tuple[int, int]:
     positions = codes["num_positions"] if cfg.condition_on_position else 0
     classes = len(codes["label_names"]) if cfg.condition_on_label else 0
     return positions, classes
-
-
-def sample_conditions(codes: dict, info: dict, n: int, seed: int) -> dict:
-    """Conditioning for ``n`` samples drawn like the training data: the slice position and
-    class of ``n`` training slices picked at random, for what the prior (``info``) knows."""
-    import numpy as np
-    pick = np.random.default_rng(seed).integers(0, len(codes["train_codes"]), n)
-    cond = {}
-    if info["num_positions"]:
-        cond["position"] = codes["train_position"][pick]
-    if info["num_classes"]:
-        cond["label"] = codes["train_label"][pick]
-    return cond
 
 
 def split_inputs(codes: dict, split: str, positions: int, classes: int) -> dict:

@@ -136,7 +136,7 @@ def _gated_row(p, state, cond, noise_row, forced_row, temperature, top_k=None, t
     vertical input at rows i-1-r..i-1, zero-padded by r columns; last_emb (B, w, E) is the
     embedding of row i-1 (zeros before the first row), which is the first layer's vertical
     input at row i. cond: the vertical and horizontal conditional biases, each (L, B, 2C),
-    and the location biases of the vertical and horizontal gates on this row, each (L, w, 2C).
+    and the location biases of the vertical and horizontal gates on this row, each (L, B, w, 2C).
     Returns the new state, the row's codes (B, w) and, when teacher forcing, its logits
     (B, w, K) (else (B, w, 0)).
     """
@@ -150,7 +150,7 @@ def _gated_row(p, state, cond, noise_row, forced_row, temperature, top_k=None, t
         padded = ops.pad(row_in, [[0, 0], [r, r], [0, 0]])[:, None]
         window = ops.concatenate([window[:, 1:], padded], axis=1)
         new_windows.append(window)
-        row_in, link = vertical_row(lp, window, cond_v[l][:, None, :] + loc_v[l][None])
+        row_in, link = vertical_row(lp, window, cond_v[l][:, None, :] + loc_v[l])
         links.append(link)
     # Horizontal stack: one position at a time. hbufs[l] holds layer l's horizontal input on
     # this row, left-padded so that the window for column j starts at j (the first layer's
@@ -164,7 +164,7 @@ def _gated_row(p, state, cond, noise_row, forced_row, temperature, top_k=None, t
         for l, lp in enumerate(p["layers"]):
             window = _rows(hbufs[l], j, r + 1)
             link = _rows(links[l], j, 1)[:, 0]
-            bias = cond_h[l] + _rows(loc_h[l][None], j, 1)[:, 0]
+            bias = cond_h[l] + _rows(loc_h[l], j, 1)[:, 0]
             h = horizontal_step(lp, window, link, bias, first=(l == 0))
             if l + 1 < len(hbufs):
                 hbufs[l + 1] = _put(hbufs[l + 1], j + r, h[:, None])
@@ -294,7 +294,7 @@ def _fast_batch(prior, noise, position, label, temperature, top_k, forced=None, 
         cond_v, cond_h, loc_v, loc_h = prior.fast_cond_biases(
             None if position is None else ops.convert_to_tensor(position),
             None if label is None else ops.convert_to_tensor(label), batch)
-        row_cond = (lambda i: (cond_v, cond_h, loc_v[:, i], loc_h[:, i]))
+        row_cond = (lambda i: (cond_v, cond_h, loc_v[:, :, i], loc_h[:, :, i]))
     else:
         row_cond = (lambda i: ())
     teacher = forced is not None

@@ -326,7 +326,7 @@ def prior_builder(cfg, num_codes: int, grid, num_positions: int = 0, num_classes
 
     def build():
         return build_prior(cfg.prior_arch, num_codes, grid, num_positions=num_positions, num_classes=num_classes,
-                           seed=cfg.prior_seed, dtype=precision, **cfg.hyperparameters())
+                           seed=cfg.prior_seed, dtype=precision, **cfg.hyperparameters(num_positions))
     build.precision, build.num_codes = precision, int(num_codes)
     return build
 

@@ -152,3 +152,30 @@ def test_save_config_round_trips(tmp_path, cfg):
     loaded = json.loads(path.read_text())
     assert loaded == dataclasses.asdict(cfg)
     assert type(cfg)(**loaded) == cfg
+
+
+def test_prior_settings_follow_the_chosen_architecture():
+    from brainvq_utils import priors
+    from brainvq_utils.config import PRIOR_ARCHITECTURES, PriorConfig
+    assert PRIOR_ARCHITECTURES == priors.ARCHITECTURES
+    small = dict(prior_channels=8, prior_layers=1, maskgit_channels=8, maskgit_layers=1, maskgit_heads=2)
+    for arch in PRIOR_ARCHITECTURES:   # each architecture gets settings it knows, and builds from them
+        hyper = PriorConfig(prior_arch=arch, **small).hyperparameters()
+        assert set(hyper) <= set(priors.get(arch).hyperparameters)
+        assert priors.prior_info(priors.build_prior(arch, 16, (4, 4), **hyper))["arch"] == arch
+    assert PriorConfig(prior_arch="maskgit", maskgit_channels=96).hyperparameters()["channels"] == 96
+    assert PriorConfig(prior_arch="gated", prior_channels=40).hyperparameters()["channels"] == 40
+    with pytest.raises(BrainVQError, match="prior_arch='transformer' is not known"):
+        PriorConfig(prior_arch="transformer")
+    with pytest.raises(BrainVQError, match="maskgit_channels=100 must be divisible by maskgit_heads=8"):
+        PriorConfig(maskgit_channels=100, maskgit_heads=8)
+
+
+@pytest.mark.parametrize("override,match", [
+    ({"decode_steps": 0}, "decode_steps=0 must be a positive number"),
+    ({"realism_folds": 1}, "realism_folds=1 must be 2 or more"),
+    ({"choice_temperature": -0.5}, "choice_temperature=-0.5"),
+])
+def test_bad_sampling_settings(override, match):
+    with pytest.raises(BrainVQError, match=match):
+        load_params("demo", override)

@@ -56,16 +56,22 @@ def test_notebooks_04_05_need_their_inputs(tmp_path):
         pipeline.load_prior(_Ctx(tmp_path), None)
 
 
-def test_sample_conditions_are_drawn_from_the_training_slices():
-    sample_conditions = pipeline.sample_conditions
-    codes = {"train_codes": np.zeros((5, 2, 2), "int32"), "train_position": np.array([3, 4, 5, 6, 7]),
-             "train_label": np.array([0, 1, 0, 1, 1])}
-    both = sample_conditions(codes, {"num_positions": 8, "num_classes": 2}, 50, seed=1)
-    assert set(both) == {"position", "label"} and len(both["position"]) == 50
-    assert set(both["position"]) <= {3, 4, 5, 6, 7} and len(set(both["position"])) > 2
-    # each sample takes position and label from the same training slice
-    np.testing.assert_array_equal(both["label"], codes["train_label"][both["position"] - 3])
-    np.testing.assert_array_equal(sample_conditions(codes, {"num_positions": 8, "num_classes": 2}, 50, seed=1)
-                                  ["position"], both["position"])
-    assert sample_conditions(codes, {"num_positions": 0, "num_classes": 0}, 4, seed=0) == {}
-    assert set(sample_conditions(codes, {"num_positions": 8, "num_classes": 0}, 4, seed=0)) == {"position"}
+def test_evaluation_sets_match_positions_and_keep_subjects_apart(tmp_path):
+    from brainvq_utils.data import load_dataset
+    from brainvq_utils.synthetic import build_cohort
+    build_cohort(tmp_path / "cohort", subjects=20, seed=0, size=32)
+    ds = load_dataset("synthetic", tmp_path / "cohort")
+    vqvae = build_vqvae((32, 32), num_codes=16, code_dim=4, channels=8, res_blocks=1)
+    codes = {f"{s}_codes": np.zeros((len(getattr(ds, s)), 8, 8), "int32") for s in ("validate", "test")}
+    codes["validate_position"] = np.asarray(ds.validate.slices, "int32")
+    codes["validate_label"] = np.zeros(len(ds.validate), "int32")
+    ev = pipeline.evaluation_sets(ds, codes, vqvae, {"num_positions": 32, "num_classes": 0}, 32, n=40, seed=1)
+    (real, real_subjects), (other, other_subjects) = ev["real"], ev["real_other"]
+    assert len(real) == len(other) == len(ev["reconstructions"][0]) == 40
+    assert not set(real_subjects) & set(other_subjects)                 # two groups of held-out subjects
+    np.testing.assert_array_equal(ev["reconstructions"][1], other_subjects)
+    # samples are asked for at the positions of the slices they will be compared with
+    np.testing.assert_array_equal(ev["conditions"]["position"], ev["positions"]["real_other"])
+    assert set(ev["conditions"]) == {"position"}
+    again = pipeline.evaluation_sets(ds, codes, vqvae, {"num_positions": 32, "num_classes": 0}, 32, n=40, seed=1)
+    np.testing.assert_array_equal(again["real_other"][0], other)        # seeded

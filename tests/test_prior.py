@@ -36,10 +36,11 @@ def influence(model, base, extra=None):
 @pytest.mark.parametrize("arch", ["gated", "pixelcnn"])
 def test_logits_depend_only_on_earlier_codes(arch):
     extra = {"position": np.array([3]), "label": np.array([1])} if arch == "gated" else {}
-    conditioning = dict(num_positions=8, num_classes=2, location=True) if arch == "gated" else {}
+    conditioning = dict(num_positions=8, num_classes=2, location=True, level_location=True) if arch == "gated" else {}
     model = build_prior(arch, num_codes=K, grid=(H, W), channels=16, num_layers=3, seed=2, **conditioning)
-    if arch == "gated":   # a location map as large as a trained one, so that it would show
+    if arch == "gated":   # location maps as large as trained ones, so that they would show
         model.location_embedding.assign(model.location_embedding * 20.0)
+        model.level_location_embedding.assign(model.level_location_embedding * 20.0)
     base = np.random.default_rng(0).integers(0, K, (H, W)).astype("int32")
     diff = influence(model, base, extra)
     n = H * W
@@ -200,7 +201,7 @@ def test_saved_priors_load_here_and_in_a_fresh_process_on_the_other_backend(tmp_
     rng = np.random.default_rng(7)
     cases = {
         "gated": (build_prior("gated", num_codes=K, grid=(4, 6), channels=8, num_layers=2, embedding_dim=4,
-                              num_positions=8, num_classes=2, location=True, seed=1),
+                              num_positions=8, num_classes=2, location=True, level_location=True, seed=1),
                   {"codes": rng.integers(0, K, (3, 4, 6)).astype("int32"), "position": np.array([0, 3, 7]),
                    "label": np.array([1, 0, 1])}),
         "pixelcnn": (build_prior("pixelcnn", num_codes=K, grid=(4, 6), channels=8, num_layers=1, seed=1),
@@ -301,3 +302,20 @@ def test_maskgit_code_bits_are_a_code_length():
         bits, hits = model.code_bits({"codes": maps}, steps=steps, seed=3)
         assert bits.shape == maps.shape and hits.dtype == bool
         assert np.sum(2.0 ** -bits.reshape(len(maps), -1).sum(1)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_level_location_gives_each_slice_position_its_own_layout():
+    model = build_prior("gated", num_codes=K, grid=(9, 9), channels=16, num_layers=2, location=True,
+                        level_location=True, num_positions=4, seed=5)
+    model.level_location_embedding.assign(model.level_location_embedding * 20.0)
+    codes = np.full((2, 9, 9), 3, "int32")
+    out = np_(model({"codes": codes, "position": np.array([0, 3])}))
+    # the same codes and the same grid position: the layout of each level differs in every block
+    assert np.abs(out[0] - out[1]).max(axis=-1).min() > 1e-4
+    maps = np_(model.location_map(np.array([0, 3]), 2))
+    assert maps.shape == (2, 9, 9, 16)
+    np.testing.assert_allclose(maps[0, 0, 0] - maps[0, 0, 1], np_(model.location_embedding)[0, 0] -
+                               np_(model.location_embedding)[0, 1], atol=1e-5)   # one coarse value per 4x4 block
+    assert any("level_location_embedding" in w.path for w in model.trainable_weights)
+    with pytest.raises(BrainVQError, match="level_location=True needs location=True and num_positions > 0"):
+        build_prior("gated", num_codes=K, grid=(9, 9), channels=8, num_layers=1, location=True, level_location=True)

@@ -21,14 +21,17 @@ def np_(x):
 
 def small_prior(arch="gated", grid=(8, 8), conditional=False, layers=3, seed=0, spread=6.0):
     """Random weights; the last layer is scaled so that logits, not the noise alone, decide.
-    conditional: False, True (position, label and grid location) or "location" (only that)."""
-    extra = {False: {}, True: dict(num_positions=4, num_classes=2, location=True),
+    conditional: False, True (position, label, grid location and its map per position) or
+    "location" (only the grid location)."""
+    extra = {False: {}, True: dict(num_positions=4, num_classes=2, location=True, level_location=True),
              "location": dict(location=True)}[conditional]
     model = build_prior(arch, num_codes=K, grid=grid, channels=16, num_layers=layers, seed=seed, **extra)
     last = model.head2 if arch == "gated" else model.to_logits
     last.kernel.assign(last.kernel * spread)
-    if extra.get("location"):   # a trained-sized location map, not the small initial one
+    if extra.get("location"):   # trained-sized location maps, not the small initial ones
         model.location_embedding.assign(model.location_embedding * 20.0)
+    if extra.get("level_location"):
+        model.level_location_embedding.assign(model.level_location_embedding * 20.0)
     return model
 
 

@@ -8,7 +8,10 @@ with ``c`` the embedding of the slice position and of the class label (a conditi
 layer) plus, with ``location=True``, a learned embedding of the grid position (i, j) itself: the
 paper's location-dependent conditioning ``V * s`` with a 1x1 map ``s``. Registered slices share
 their layout, so knowing where on the grid a code lies tells the prior where the brain's edge
-and midline are. It depends on no code, so causality is untouched.
+and midline are. With ``level_location=True`` each slice position adds its own coarse map (one
+vector per 4x4 block of codes), since where the brain lies depends on the level: a small disc
+at the vertex, a wide oval through the ventricles. Neither depends on a code, so causality is
+untouched.
 
 The layers are written as full-grid convolutions for training (``call``) and as the same
 arithmetic on one row (vertical stack) or one position (horizontal stack) for the exact fast
@@ -100,7 +103,7 @@ class GatedLayer(layers.Layer):
     # -- whole grid --------------------------------------------------------------------------
     def call(self, v, h, cond=None, location=None):
         """Vertical and horizontal outputs on the whole grid. cond: (B, cond_dim) or None;
-        location: a (h, w, cond_dim) map added to it at every grid position, or None."""
+        location: a (B, h, w, cond_dim) map added to it at every grid position, or None."""
         r, width = self.radius, ops.shape(h)[2]
         height = ops.shape(v)[1]
         batch = ops.shape(v)[0]
@@ -113,7 +116,7 @@ class GatedLayer(layers.Layer):
         cond_v, cond_h = self.cond_biases(cond, batch)
         cond_v, cond_h = cond_v[:, None, None, :], cond_h[:, None, None, :]
         if location is not None:
-            loc_v, loc_h = self.cond_biases(location[None], 1)
+            loc_v, loc_h = self.cond_biases(location, batch)
             cond_v, cond_h = cond_v + loc_v, cond_h + loc_h
         v_conv = ops.conv(v_src, self.v_kernel, padding="valid") + self.v_bias
         v_out = None if self.last else gate(v_conv + cond_v)
@@ -175,9 +178,15 @@ class GatedPixelCNNPrior(AutoregressivePrior):
     conditioned on slice position and class label."""
 
     arch = "gated"
+    hyperparameters = AutoregressivePrior.hyperparameters + ("level_location",)
+    level_cell = 4   # a level's own location map has one value per 4x4 block of codes
 
-    def __init__(self, **kwargs):
+    def __init__(self, level_location=False, **kwargs):
         super().__init__(**kwargs)
+        self.level_location = bool(level_location)
+        if self.level_location and not (self.location and self.num_positions):
+            raise BrainVQError("level_location=True needs location=True and num_positions > 0: it refines the "
+                               "location map for each slice position")
         s, c, k, policy = self.seed, self.channels, self.kernel_size, self.dtype_policy
         if k < 1 or k % 2 != 1:
             raise BrainVQError(f"kernel_size {k} must be odd, e.g. 3 or 5")
@@ -196,6 +205,12 @@ class GatedPixelCNNPrior(AutoregressivePrior):
         self.location_embedding = (self.add_weight(shape=(h, w, c), name="location_embedding",
                                                    initializer=keras.initializers.RandomNormal(0.0, 0.1, seed=sub(3)))
                                    if self.location else None)
+        # Where the brain lies depends on the slice level: a coarse location map per slice position.
+        cells = (-(-h // self.level_cell), -(-w // self.level_cell))
+        self.level_location_embedding = (
+            self.add_weight(shape=(self.num_positions, *cells, c), name="level_location_embedding",
+                            initializer=keras.initializers.RandomNormal(0.0, 0.1, seed=sub(4)))
+            if self.level_location else None)
         cond_dim = c if (self.conditional or self.location) else 0
         self.gated_layers = [GatedLayer(c, k, first=(i == 0), last=(i == self.num_layers - 1), cond_dim=cond_dim,
                                         seed=sub(10 + i), name=f"gated{i}", dtype=policy)
@@ -235,17 +250,31 @@ class GatedPixelCNNPrior(AutoregressivePrior):
                 "head1_kernel": t(self.head1.kernel), "head1_bias": t(self.head1.bias),
                 "head2_kernel": t(self.head2.kernel), "head2_bias": t(self.head2.bias)}
 
+    def location_map(self, position, batch_size):
+        """The location conditioning, (B, h, w, C): the grid-location embedding, plus the coarse
+        map of each sample's slice position (``level_location``) upsampled to the grid; None
+        without location."""
+        if self.location_embedding is None:
+            return None
+        loc = ops.cast(self.location_embedding, self.compute_dtype)[None]
+        if self.level_location_embedding is None:
+            return ops.broadcast_to(loc, (batch_size, *loc.shape[1:]))
+        h, w = self.grid
+        level = ops.take(ops.cast(self.level_location_embedding, self.compute_dtype), position, axis=0)
+        level = ops.repeat(ops.repeat(level, self.level_cell, axis=1), self.level_cell, axis=2)[:, :h, :w]
+        return loc + level
+
     def fast_cond_biases(self, position, label, batch_size):
         """The conditional biases of the vertical and horizontal gates, each (L, B, 2C), and
-        the location biases of the same gates, each (L, h, w, 2C) (zeros without location)."""
+        the location biases of the same gates, each (L, B, h, w, 2C) (zeros without location)."""
         cond = self.condition(position, label) if self.conditional else None
         biases = [layer.cond_biases(cond, batch_size) for layer in self.gated_layers]
         h, w = self.grid
-        if self.location_embedding is None:
-            loc_v = loc_h = ops.zeros((len(self.gated_layers), h, w, 2 * self.channels))
+        location = self.location_map(position, batch_size)
+        if location is None:
+            loc_v = loc_h = ops.zeros((len(self.gated_layers), batch_size, h, w, 2 * self.channels))
         else:
-            loc = [layer.cond_biases(ops.convert_to_tensor(self.location_embedding), 1)
-                   for layer in self.gated_layers]
+            loc = [layer.cond_biases(location, batch_size) for layer in self.gated_layers]
             loc_v, loc_h = ops.stack([b[0] for b in loc]), ops.stack([b[1] for b in loc])
         return ops.stack([b[0] for b in biases]), ops.stack([b[1] for b in biases]), loc_v, loc_h
 
@@ -253,7 +282,7 @@ class GatedPixelCNNPrior(AutoregressivePrior):
         codes, position, label = self._unpack(inputs)
         cond = self.condition(position, label)
         v = h = self.code_embedding(codes)
-        location = None if self.location_embedding is None else ops.cast(self.location_embedding, self.compute_dtype)
+        location = self.location_map(position, ops.shape(codes)[0])
         for layer in self.gated_layers:
             v, h = layer(v, h, cond, location)
         return self.head(h)
