@@ -242,6 +242,10 @@ def load_params(profile: str = "demo", overrides: dict | None = None) -> dict:
     params["profile"] = profile
     for stage in STAGES:   # validate every stage now, not half-way through a run
         stage_config(stage, params)
+    codes_in_grid = (params["image_size"] // params["downsample"]) ** 2
+    if params["decode_steps"] > codes_in_grid:
+        raise BrainVQError(f"decode_steps={params['decode_steps']} is more than the {codes_in_grid} codes of the "
+                           f"{params['image_size'] // params['downsample']}-square code grid; use at most that, e.g. 12")
     return params
 
 

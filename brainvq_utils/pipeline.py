@@ -251,11 +251,12 @@ def evaluation_sets(ds, codes: dict, vqvae, info: dict, image_size, n: int, seed
     """The held-out sets that samples are judged against (notebook 05).
 
     ``real``: up to ``n`` test slices; ``real_other``: up to ``n`` validation slices (other
-    subjects); ``reconstructions``: the VQ-VAE's decoding of ``real_other``'s code maps. Each
-    is ``(images, subject names)``. ``conditions`` asks the prior for one sample per
-    ``real_other`` slice, at its slice position and class (what the prior knows), so that the
-    samples' positions match those of the reconstructions they are compared with;
-    ``positions`` holds the slice positions of ``real`` and ``real_other``.
+    subjects); ``reconstructions`` and ``real_reconstructions``: the VQ-VAE's decoding of
+    ``real_other``'s and ``real``'s code maps. Each is ``(images, subject names)``.
+    ``conditions`` asks the prior for one sample per ``real_other`` slice, at its slice position
+    and class (what the prior knows), so that the samples' positions match those of the
+    reconstructions they are compared with; ``positions`` holds the slice positions of ``real``
+    and ``real_other``.
     """
     import numpy as np
 
@@ -274,6 +275,7 @@ def evaluation_sets(ds, codes: dict, vqvae, info: dict, image_size, n: int, seed
     return {"real": (real.load(image_size), np.asarray(real.subjects)),
             "real_other": (other.load(image_size), np.asarray(other.subjects)),
             "reconstructions": (decode_codes(vqvae, codes["validate_codes"][val_idx]), np.asarray(other.subjects)),
+            "real_reconstructions": (decode_codes(vqvae, codes["test_codes"][test_idx]), np.asarray(real.subjects)),
             "conditions": conditions,
             "positions": {"real": np.asarray(real.slices), "real_other": np.asarray(other.slices)}}
 

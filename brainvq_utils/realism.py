@@ -13,14 +13,16 @@ whether the generated set as a whole is distributed like real slices, and they c
   intervals are percentiles of a bootstrap over subjects (groups) of the held-out scores.
   The classifier is a logistic regression on ``texture_features``: filter-response,
   grey-level and shape statistics inside the brain mask, and the coarse layout. On the
-  demo's slices it tells a 0.6-pixel blur from real slices with AUC 1.0, where a small CNN
-  trained from scratch in the same time reached 0.64 (README: how we chose it).
+  demo's slices it tells a 0.6-pixel blur from real slices with AUC 1.0; a small CNN trained
+  from scratch within the same minute was much weaker (issue 8's closing note).
 - **Precision and recall** (Kynkaanniemi et al. 2019, "Improved Precision and Recall
   Metric for Assessing Generative Models"): each set's manifold in a feature space is the
   union of balls around its points, each ball reaching the point's k-th nearest neighbour;
   precision is the share of generated points inside the real manifold, recall the share
   of real points inside the generated one. The feature space (``FeatureSpace``) is fitted
   on real training slices only: ``texture_features``, standardised, on their principal axes.
+  In it every decoded image sits apart from real slices (the decoder's footprint), so
+  notebook 05 judges the prior alone against the reconstructions, as the AUC does.
 - **Brain masks**: a pixel is brain when it is brighter than ``BRAIN_LEVEL`` (real
   backgrounds are exactly 0); holes are filled. An image whose brain covers less than
   ``EMPTY_FRACTION`` of it is *empty*: it never counts as good or as memorised.

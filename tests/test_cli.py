@@ -112,7 +112,9 @@ def test_run_unknown_profile(tmp_path, env):
 
 @pytest.mark.parametrize("param,word", [("epochs=0", "epochs"), ("epochs=-1", "epochs"),
                                         ("nokey=1", "nokey"), ("epochs=abc", "epochs"),
-                                        ("epochs", "KEY=VALUE"), ("=5", "KEY=VALUE")])
+                                        ("epochs", "KEY=VALUE"), ("=5", "KEY=VALUE"),
+                                        ("prior_arch=transformer", "prior_arch='transformer'"),
+                                        ("decode_steps=0", "decode_steps"), ("realism_folds=1", "realism_folds")])
 def test_run_bad_parameters(tmp_path, env, capsys, param, word):
     run_dir = tmp_path / "r"
     assert cli.main(["run", "--profile", "smoke", "--run-dir", str(run_dir), "-p", param]) == 2

@@ -175,6 +175,7 @@ def test_prior_settings_follow_the_chosen_architecture():
     ({"decode_steps": 0}, "decode_steps=0 must be a positive number"),
     ({"realism_folds": 1}, "realism_folds=1 must be 2 or more"),
     ({"choice_temperature": -0.5}, "choice_temperature=-0.5"),
+    ({"decode_steps": 1025}, "decode_steps=1025 is more than the 1024 codes of the 32-square code grid"),
 ])
 def test_bad_sampling_settings(override, match):
     with pytest.raises(BrainVQError, match=match):
