@@ -127,7 +127,10 @@ def brain_masks(images, level: float = BRAIN_LEVEL) -> np.ndarray:
     filled. Real slices have an exactly black background, so this is the head's outline."""
     from scipy import ndimage
 
-    arr = _as_batch(images, "images")[..., 0] if np.asarray(images).size else np.zeros((0, 1, 1))
+    arr = np.asarray(images, dtype=np.float32)
+    arr = arr[..., 0] if arr.ndim == 4 else arr[None] if arr.ndim == 2 else arr
+    if arr.ndim != 3:
+        raise BrainVQError(f"images must be grey (N, H, W, 1) or (N, H, W); got shape {np.shape(images)}")
     return np.stack([ndimage.binary_fill_holes(a > level) for a in arr]) if len(arr) else arr.astype(bool)
 
 
