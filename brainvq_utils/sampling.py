@@ -415,7 +415,7 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
             which draws are kept, annealed to 0 by the last step (0: keep the most confident).
 
     A prior built with a mixed-precision policy samples through its float32 copy
-    (``prior.float32_copy``), so both methods run the same float32 arithmetic.
+    (``priors.float32_copy``), so both methods run the same float32 arithmetic.
     """
     info = prior_info(prior)
     prior = float32_copy(prior)

@@ -334,7 +334,7 @@ def prior_builder(cfg, num_codes: int, grid, num_positions: int = 0, num_classes
 def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorboard=False, verbose=2):
     """Fit the prior on code maps (see ``fit_resumable``); ``build()`` returns an uncompiled prior
     (``prior_builder``). A prior trained in mixed precision is saved and returned in float32
-    (``prior.float32_copy``); its checkpoints keep the training precision for a resume."""
+    (``priors.float32_copy``); its checkpoints keep the training precision for a resume."""
     from . import priors
 
     if priors.get(cfg.prior_arch).mask_token:
