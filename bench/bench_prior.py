@@ -40,9 +40,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from brainvq_utils import pipeline, realism, sampling, training  # noqa: E402
-from brainvq_utils.config import (PRECISIONS, DataConfig, PriorConfig, SamplingConfig, load_params,  # noqa: E402
-                                  stage_config)
-from brainvq_utils.data import load_dataset  # noqa: E402
+from brainvq_utils.config import PRECISIONS, PriorConfig, SamplingConfig, load_params, stage_config  # noqa: E402
 from brainvq_utils.priors import prior_info  # noqa: E402
 
 VARIANTS = {
@@ -62,14 +60,13 @@ VARIANTS = {
 def reference_sets(run: Path, n: int, seed: int = 0):
     """Validation slices (positions, subjects), their reconstructions' features, and real test
     slices' features, from the run's data set and VQ-VAE."""
-    record = json.loads((run / "dataset.json").read_text())["config"]
-    ds = load_dataset(record["dataset"], pipeline.data_root(stage_config(DataConfig, record)),
-                      validate_fraction=record["validate_fraction"], seed=record["seed"])
+    data_cfg = pipeline.dataset_config_from_run(pipeline.NotebookContext({}, run))
+    ds = pipeline.open_dataset(data_cfg, build_synthetic=False)
     vqvae = keras.saving.load_model(run / "vqvae.keras")
     with np.load(run / "codes.npz") as f:
         codes = {k: f[k] for k in f.files}
     info = {"num_positions": int(codes["num_positions"]), "num_classes": 0}
-    ev = pipeline.evaluation_sets(ds, codes, vqvae, info, record["image_size"], n, seed)
+    ev = pipeline.evaluation_sets(ds, codes, vqvae, info, data_cfg.image_size, n, seed)
     return codes, vqvae, ev, {"reconstructions": realism.texture_features(ev["reconstructions"][0]),
                               "real": realism.texture_features(ev["real"][0])}
 

@@ -73,9 +73,8 @@ def generation_scores(samples, train_images, test_images, random_images, samplin
         "sampling_seconds": float(sampling_seconds),
         "nn_candidates": None if candidates is None else int(candidates),
     }
-    section["floor_to_ceiling"] = floor_to_ceiling(section["nn_ssim_masked_mean"],
-                                                   section["random_codes_nn_ssim_masked_mean"],
-                                                   section["real_nn_ssim_masked_mean"])
+    section["floor_to_ceiling"] = floor_to_ceiling(section["nn_ssim_mean"], section["random_codes_nn_ssim_mean"],
+                                                   section["real_nn_ssim_mean"])
     arrays = {"nn_ssim": s["plain"], "nn_index": s["index"], "nn_ssim_masked": s["masked"],
               "nn_masked_index": s["masked_index"], "empty": s["empty"],
               "real_nn_ssim": real["plain"], "real_nn_ssim_masked": real["masked"], "real_empty": real["empty"],
