@@ -9,7 +9,11 @@ __version__ = "0.1.0"
 import os as _os
 
 # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) hides what matters in
-# notebooks and on the command line; set TF_CPP_MIN_LOG_LEVEL=0 to see it again.
+# notebooks and on the command line: it is kept in progress.STARTUP_LINES (and the log of a
+# `brainvq run`); set TF_CPP_MIN_LOG_LEVEL=0 to see it again.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from . import losses, priors, sampling, vqvae  # noqa: E402,F401  (registers the custom Keras objects for load_model)
+from .progress import quiet_native_startup as _quiet_native_startup  # noqa: E402
+
+with _quiet_native_startup():
+    from . import losses, priors, sampling, vqvae  # noqa: E402,F401  (registers the custom Keras objects for load_model)

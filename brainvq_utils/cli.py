@@ -1,6 +1,6 @@
 """The ``brainvq`` command: run the pipeline, build the synthetic cohort, benchmark.
 
-    brainvq run   [--profile P] [--dataset D] [--data-dir DIR] [--run-dir DIR] [-p KEY=VALUE ...]
+    brainvq run   [--profile P] [--dataset D] [--data-dir DIR] [--run-dir DIR] [-p KEY=VALUE ...] [--verbose]
     brainvq synth DIR [--subjects N] [--seed S] [--size N] [--layout oasis|adni]
     brainvq bench NAME [args ...]        (NAME: a script bench/bench_NAME.py)
 
@@ -29,7 +29,8 @@ def _key_values(items) -> dict:
 def _cmd_run(args) -> int:
     from .pipeline import run_notebooks
     run_notebooks(args.run_dir, profile=args.profile, dataset=args.dataset, data_dir=args.data_dir,
-                  overrides=_key_values(args.param), overwrite=args.overwrite, only=args.only)
+                  overrides=_key_values(args.param), overwrite=args.overwrite, only=args.only,
+                  verbose=args.verbose)
     return 0
 
 
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="write over an existing run directory")
     run.add_argument("--only", nargs="*", default=None, help="notebook prefixes to run, e.g. 01 02")
     run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="override one parameter")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="show everything the notebooks and libraries print (default: a progress line per "
+                          "notebook; the rest goes to <run_dir>/run.log)")
     run.set_defaults(func=_cmd_run)
 
     synth = sub.add_parser("synth", help="write the synthetic MNI152-derived cohort")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -151,7 +152,16 @@ class SamplingConfig:
             raise BrainVQError(f"sampler={self.sampler!r} is not known; use 'fast' or 'reference'")
 
 
-STAGES = (DataConfig, VQVAEConfig, PriorConfig, SamplingConfig)
+@dataclass(frozen=True)
+class RunConfig:
+    tensorboard: bool = False         # write TensorBoard logs (scalars and images) to <run_dir>/logs/
+
+
+STAGES = (DataConfig, VQVAEConfig, PriorConfig, SamplingConfig, RunConfig)
+
+# Environment variables that set a parameter's default for every profile (an override still wins):
+# the Colab setup cell sets BRAINVQ_PRECISION to what the runtime's GPU supports.
+ENVIRONMENT_DEFAULTS = {"BRAINVQ_PRECISION": "prior_precision"}
 
 PROFILES: dict[str, dict] = {
     # CI: every notebook in well under a minute on 2 CPU cores.
@@ -235,6 +245,9 @@ def load_params(profile: str = "demo", overrides: dict | None = None) -> dict:
         raise BrainVQError(f"profile {profile!r} is not known; use one of {sorted(PROFILES)}")
     defaults = {f.name: f.default for stage in STAGES for f in fields(stage)}
     params = {**defaults, **PROFILES[profile]}
+    for variable, key in ENVIRONMENT_DEFAULTS.items():
+        if os.environ.get(variable):
+            params[key] = _coerce(key, os.environ[variable], defaults[key])
     for key, value in (overrides or {}).items():
         if key not in defaults:
             raise BrainVQError(f"parameter {key!r} is not known; known parameters: {', '.join(sorted(defaults))}")

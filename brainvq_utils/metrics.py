@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import BrainVQError
+from .progress import Bar
 
 SSIM_SETTINGS = dict(max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03)
 BRAIN_LEVEL = 0.1   # grey level above which a pixel is brain tissue (real backgrounds are exactly 0)
@@ -221,12 +222,14 @@ def nearest_neighbour_ssim(queries, references, masked: bool = False, candidates
     kinds = ("plain", "masked") if masked else ("plain",)
     best = {k: np.zeros(len(q), np.float32) for k in kinds}
     where = {k: np.zeros(len(q), np.int64) for k in kinds}
-    for i, idx in enumerate(nearest):
-        pair_masks = (masks[0][i:i + 1], masks[1][idx]) if masked else None
-        m = ssim_matrix(q[i:i + 1], r[idx], masked=masked, masks=pair_masks, **kw)
-        for kind in kinds:
-            row = (m[kind] if masked else m)[0]
-            best[kind][i], where[kind][i] = row.max(), idx[row.argmax()]
+    with Bar(len(q), "nearest neighbours", "image", show=False) as bar:
+        for i, idx in enumerate(nearest):
+            pair_masks = (masks[0][i:i + 1], masks[1][idx]) if masked else None
+            m = ssim_matrix(q[i:i + 1], r[idx], masked=masked, masks=pair_masks, **kw)
+            for kind in kinds:
+                row = (m[kind] if masked else m)[0]
+                best[kind][i], where[kind][i] = row.max(), idx[row.argmax()]
+            bar.update(1)
     result = {k: (best[k], where[k]) for k in kinds}
     return result if masked else result["plain"]
 

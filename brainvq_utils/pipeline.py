@@ -8,10 +8,14 @@ papermill, one progress line each.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import platform
+import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +86,10 @@ def start(profile: str = "demo", dataset: str = "synthetic", data_dir=None, run_
     run_dir = Path(run_dir).expanduser() if run_dir else default_run_dir(profile)
     run_dir.mkdir(parents=True, exist_ok=True)
     plotting.set_figure_dir(run_dir)
-    if interactive_logging is None:
-        interactive_logging = sys.stdout.isatty()
-    if not interactive_logging:
-        keras.config.disable_interactive_logging()   # no progress bars in stored outputs
+    # Headless runs keep Keras' output to a line per epoch (progress.keras_verbose), not bars.
+    if interactive_logging is not None:
+        (keras.config.enable_interactive_logging if interactive_logging
+         else keras.config.disable_interactive_logging)()
     print(f"profile {profile}; run directory {run_dir}")
     return NotebookContext(params, run_dir)
 
@@ -131,12 +135,114 @@ def dataset_config_from_run(ctx: NotebookContext) -> DataConfig:
     return DataConfig(**record["config"])
 
 
+LOG_FILE = "run.log"
+PROGRESS_FILE = ".progress"
+
+
+class _Terminal:
+    """What ``brainvq run`` shows: a status line per notebook that moves (rewritten in place on
+    a terminal; on a pipe or file, a new line when it changes, at most every ``every_s``
+    seconds), copied into the run's log."""
+
+    def __init__(self, stream, log_file=None, every_s: float = 15.0):
+        self.stream, self.log_file, self.every_s = stream, log_file, every_s
+        self.tty = stream.isatty()
+        self._open, self._last_text, self._last_t = False, "", 0.0
+
+    def _log(self, line):
+        if self.log_file is not None:
+            self.log_file.write(f"brainvq: {line}\n")
+            self.log_file.flush()
+
+    def line(self, text: str) -> None:
+        """A finished line."""
+        if self._open:
+            self.stream.write("\r\033[K")
+            self._open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self._log(text)
+
+    def finish(self) -> None:
+        """End a moving line left open (before an error message, say)."""
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+    def status(self, text: str) -> None:
+        """The moving line."""
+        if text == self._last_text:
+            return
+        now = time.monotonic()
+        if self.tty:
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            self.stream.write("\r\033[K" + text[:width])
+            self.stream.flush()
+            self._open = True
+        elif now - self._last_t >= self.every_s:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            self._last_t = now
+        else:
+            return
+        self._last_text = text
+
+
+@contextlib.contextmanager
+def _quiet_terminal(log_path, verbose: bool):
+    """Send everything written to file descriptors 1 and 2 (this process's and the notebook
+    kernels', which inherit them: TensorFlow's, absl's, CUDA's and the kernel's start-up lines)
+    to ``log_path``; yield a stream that still reaches the terminal. ``verbose``: change nothing."""
+    if verbose:
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+    with open(log_path, "a", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):   # Python-level streams too
+                yield terminal
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            terminal.close()
+
+
+def _watch(path, show, stop: threading.Event, every_s: float = 0.5):
+    """Until ``stop``: pass the status line the kernel writes to ``path`` to ``show``."""
+    from .progress import read
+    while not stop.wait(every_s):
+        text = read(path)
+        if text:
+            show(text)
+
+
 def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic", data_dir=None,
                   overrides: dict | None = None, overwrite: bool = False, only=None,
-                  log=print) -> Path:
+                  verbose: bool = False, log=None, status_every_s: float | None = None) -> Path:
     """Execute the notebooks in order with papermill into the run directory; the seconds each
-    took go into metrics.json (``timing``, with the ``total`` so far) as each one ends."""
+    took go into metrics.json (``timing``, with the ``total`` so far) as each one ends.
+
+    The terminal shows one line per notebook that moves while it runs (the epoch and the time
+    left of its training budget, the sampling), fed by what the kernel writes with
+    ``progress.report``; everything else that the kernels and libraries print goes to the
+    executed notebooks and ``<run_dir>/run.log``. ``verbose``: show all of it on the terminal
+    too. ``log``: a function that takes each finished line instead of the terminal (tests).
+    ``status_every_s``: on a pipe or file (not a terminal), how often the moving line may add
+    a line (default: ``$BRAINVQ_STATUS_EVERY_S`` or 15 s).
+    """
     import papermill
+
+    from .progress import FILE_ENV, HEADLESS_ENV, STARTUP_LINES
 
     load_params(profile, {**(overrides or {}), "dataset": dataset,
                           **({"data_dir": str(data_dir)} if data_dir else {})})   # fail fast on bad parameters
@@ -150,25 +256,70 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
                       run_dir=str(run_dir.resolve()), overrides=dict(overrides or {}))
     write_json(run_dir / "run.json", {"parameters": parameters, "notebooks": names,
                                       "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-    log(f"run directory: {run_dir}")
-    total, timing = time.perf_counter(), {}
-    for i, name in enumerate(names, 1):
-        start_t = time.perf_counter()
-        out = run_dir / f"{name}.ipynb"
-        try:
-            papermill.execute_notebook(str(paths.notebooks_dir() / f"{name}.ipynb"), str(out),
-                                       parameters=parameters, cwd=str(paths.notebooks_dir()),
-                                       progress_bar=False, log_output=False, kernel_name="python3")
-        except papermill.PapermillExecutionError as err:
-            reason = (str(err.evalue).splitlines() or [""])[0]
-            reason = reason if len(reason) <= 300 else reason[:300] + " ..."
-            raise BrainVQError(f"[{i}/{len(names)}] {name} failed: {err.ename}: {reason} "
-                               f"(the executed notebook with the full error: {out})") from None
-        timing[name] = round(time.perf_counter() - start_t, 1)
-        update_metrics(run_dir, "timing", {**timing, "total": round(time.perf_counter() - total, 1)})
-        log(f"[{i}/{len(names)}] {name} done in {timing[name]:.1f} s")
-    log(f"all {len(names)} notebooks done in {time.perf_counter() - total:.1f} s; "
-        f"metrics: {run_dir / 'metrics.json'}")
+    log_path, status_path = run_dir / LOG_FILE, run_dir / PROGRESS_FILE
+    saved_env = {k: os.environ.get(k) for k in (FILE_ENV, HEADLESS_ENV)}
+    os.environ[FILE_ENV], os.environ[HEADLESS_ENV] = str(status_path.resolve()), "1"   # the kernels inherit them
+    try:
+        with contextlib.ExitStack() as stack:
+            stream = stack.enter_context(_quiet_terminal(log_path, verbose))
+            log_file = stack.enter_context(open(log_path, "a"))
+            log_file.write("".join(f"{line}\n" for line in STARTUP_LINES))   # this process's own start-up
+            if status_every_s is None:
+                status_every_s = float(os.environ.get("BRAINVQ_STATUS_EVERY_S", 15))
+            term = _Terminal(stream, None if verbose else log_file, every_s=status_every_s)
+            say = log or term.line
+            say(f"run directory: {run_dir} (everything the notebooks print: {log_path.name})")
+            total, timing = time.perf_counter(), {}
+            # papermill's log of every cell output: to the run's log (or, verbose, the terminal)
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            pm_logger = logging.getLogger("papermill")
+            pm_logger.addHandler(handler)
+            pm_level = pm_logger.level
+            pm_logger.setLevel(logging.INFO)
+            stack.callback(pm_logger.removeHandler, handler)
+            stack.callback(pm_logger.setLevel, pm_level)
+            for i, name in enumerate(names, 1):
+                start_t, prefix = time.perf_counter(), f"[{i}/{len(names)}] {name}"
+                status_path.unlink(missing_ok=True)
+                term.status(f"{prefix}: starting")
+                stop = threading.Event()
+                watcher = threading.Thread(target=_watch, args=(status_path, lambda t, p=prefix: term.status(f"{p}: {t}"),
+                                                                stop), daemon=True)
+                watcher.start()
+                out = run_dir / f"{name}.ipynb"
+                try:
+                    papermill.execute_notebook(str(paths.notebooks_dir() / f"{name}.ipynb"), str(out),
+                                               parameters=parameters, cwd=str(paths.notebooks_dir()),
+                                               progress_bar=False, log_output=True, kernel_name="python3")
+                except papermill.PapermillExecutionError as err:
+                    term.finish()
+                    reason = (str(err.evalue).splitlines() or [""])[0]
+                    reason = reason if len(reason) <= 300 else reason[:300] + " ..."
+                    raise BrainVQError(f"[{i}/{len(names)}] {name} failed: {err.ename}: {reason} "
+                                       f"(the executed notebook with the full error: {out})") from None
+                except BaseException as err:   # the kernel died, could not start, timed out, or ^C
+                    term.finish()
+                    if isinstance(err, (KeyboardInterrupt, BrainVQError)):
+                        raise
+                    raise BrainVQError(f"[{i}/{len(names)}] {name} stopped: {type(err).__name__}: "
+                                       f"{(str(err).splitlines() or [''])[0][:300]} (see {log_path})") from None
+                finally:
+                    stop.set()
+                    watcher.join()
+                timing[name] = round(time.perf_counter() - start_t, 1)
+                update_metrics(run_dir, "timing", {**timing, "total": round(time.perf_counter() - total, 1)})
+                say(f"{prefix} done in {timing[name]:.1f} s")
+            say(f"all {len(names)} notebooks done in {time.perf_counter() - total:.1f} s; "
+                f"metrics: {run_dir / 'metrics.json'}")
+            term.finish()
+    finally:
+        status_path.unlink(missing_ok=True)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return run_dir
 
 

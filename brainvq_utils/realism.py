@@ -36,6 +36,7 @@ import time
 
 import numpy as np
 
+from . import progress
 from .errors import BrainVQError
 from .metrics import BRAIN_LEVEL, brain_masks
 
@@ -307,10 +308,12 @@ def realism_scores(sets: dict, comparisons=tuple(COMPARISONS), folds: int = FOLD
     if len(set(sizes.values())) > 1:
         raise BrainVQError(f"the realism sets hold images of different sizes {sizes}; resize them to one size")
     used = {key for name in comparisons for key in COMPARISONS[name][:2]}
+    progress.report(f"realism: texture features of {len(used)} sets")
     feats = {key: texture_features(sets[key][0]) for key in used}
     section, details = {}, {"features": feats}
-    for name in comparisons:
+    for i, name in enumerate(comparisons, 1):
         a_name, b_name, what = COMPARISONS[name]
+        progress.report(f"realism test {i}/{len(comparisons)}: {what.split(':')[0]}")
         (a, ga), (b, gb) = sets[a_name], sets[b_name]
         result = two_sample_test(a, b, ga, gb, folds=folds, seed=seed, name=name,
                                  features_a=feats[a_name], features_b=feats[b_name])

@@ -43,6 +43,7 @@ from keras import ops
 
 from .errors import BrainVQError
 from .priors import float32_copy, horizontal_step, masked_counts, prior_info, vertical_row
+from .progress import Bar
 
 METHODS = ("fast", "reference")
 
@@ -390,7 +391,7 @@ def _iterative_batch(prior, seed_generator, batch, position, label, temperature,
 
 # -- the public sampler ---------------------------------------------------------------------
 def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=None,
-           method="fast", batch_size=16, progress=False, steps=12, choice_temperature=4.5) -> np.ndarray:
+           method="fast", batch_size=16, progress=None, steps=12, choice_temperature=4.5) -> np.ndarray:
     """Draw ``n`` code maps (n, h, w) int32 from a prior.
 
     Args:
@@ -409,7 +410,8 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
         batch_size: samples generated together (the noise of a batch, B*h*w*K floats, is
             drawn at once: 32 MB for 16 maps of 32x32 over 512 codes).
         progress: show a tqdm bar (over positions for the reference, rows for fast, steps
-            for iterative decoding).
+            for iterative decoding); None: when someone watches (``progress.interactive()``).
+            Under ``brainvq run`` the same count moves the command line's progress line.
         steps: iterative priors: decoding steps, 1 to h * w (each a full pass of the prior).
         choice_temperature: iterative priors: Gumbel noise on the confidences that decide
             which draws are kept, annealed to 0 by the last step (0: keep the most confident).
@@ -449,11 +451,8 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
     seed_generator = keras.random.SeedGenerator(seed)
     temperature_t = ops.convert_to_tensor(temperature, "float32")
     passes = steps if iterative else height if method == "fast" else height * width
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=passes * math.ceil(n / batch), desc=f"sampling ({method})",
-                   unit={"fast": "row", "reference": "code", "iterative": "step"}[method])
+    bar = Bar(passes * math.ceil(n / batch), f"sampling {n} code maps ({method})",
+              {"fast": "row", "reference": "code", "iterative": "step"}[method], show=progress)
     out = []
     try:
         for start in range(0, n, batch):
@@ -473,6 +472,5 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
                 codes = _reference_batch(prior, noise, pos, lab, temperature_t, top_k, bar=bar)
             out.append(codes[: min(batch, n - start)])
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return np.concatenate(out, axis=0).astype("int32")

@@ -48,6 +48,7 @@ from scipy import ndimage as ndi
 from scipy.special import expit
 
 from brainvq_utils.errors import BrainVQError
+from brainvq_utils.progress import Bar
 
 DEMO_SUBJECTS = 100
 COHORT_NAME = "synthetic (MNI152-derived)"
@@ -220,7 +221,7 @@ def _write_subject(job):
 
 def build_cohort(out_dir, subjects: int = DEMO_SUBJECTS, seed: int = 0, size: int = 256,
                  layout: str = "oasis", atrophy: bool = False, slices_per_subject: int = 32,
-                 workers: int | None = None, overwrite: bool = False, progress: bool = False) -> dict:
+                 workers: int | None = None, overwrite: bool = False, progress: bool | None = None) -> dict:
     """Write a synthetic cohort to ``out_dir`` in the ``oasis`` or ``adni`` layout; return its manifest.
 
     oasis: ``keras_png_slices_{train,validate,test}/case_XXX_slice_N.nii.png`` (size×size PNG),
@@ -230,6 +231,7 @@ def build_cohort(out_dir, subjects: int = DEMO_SUBJECTS, seed: int = 0, size: in
     (a seeded choice) are atrophied. ``cohort.json`` holds the manifest; all of it except
     ``build_seconds`` is the same for two builds with the same arguments, and so is every image
     byte. ``overwrite=True`` removes only this layout's folders and ``cohort.json`` first.
+    ``progress``: a bar per subject (None: when someone watches; see ``progress.Bar``).
     """
     start = time.perf_counter()
     _check(subjects, size, layout, slices_per_subject)
@@ -277,11 +279,9 @@ def build_cohort(out_dir, subjects: int = DEMO_SUBJECTS, seed: int = 0, size: in
              [str(folder[i] / n.format(number(i))) for n in names], crop) for i in range(subjects)]
 
     def consume(done):
-        if progress:
-            from tqdm.auto import tqdm
-            done = tqdm(done, total=subjects, desc="synthetic subjects", unit="subject")
-        for _ in done:
-            pass
+        with Bar(subjects, "building the synthetic cohort", "subject", show=progress) as bar:
+            for _ in done:
+                bar.update(1)
 
     if workers == 1:
         consume(map(_write_subject, jobs))

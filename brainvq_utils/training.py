@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import metrics
+from . import metrics, progress, tensorboard_logs
 from .config import VQVAEConfig, save_config
 from .errors import BrainVQError
 from .losses import MSEPlusSSIM
@@ -111,6 +111,48 @@ class TrainClock(keras.callbacks.Callback):
         logs["train_seconds"] = self.seconds()
 
 
+class BitsPerCode(keras.callbacks.Callback):
+    """A prior's cross-entropy in bits per code (its loss, in nats, over ln 2), train and
+    validation; for a masked-token prior, in bits per masked code."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):
+            if key in logs:
+                logs[key.replace("loss", "bits_per_code")] = float(logs[key]) / math.log(2)
+
+
+class ProgressReport(keras.callbacks.Callback):
+    """Where training stands, as one status line for ``brainvq run`` (``progress.report``):
+    the epoch, the step, the loss and the time left of the budget, at most every second."""
+
+    def __init__(self, name, epochs, clock, every_s=1.0):
+        super().__init__()
+        self.name, self.epochs, self.clock, self.every_s = name, epochs, clock, every_s
+        self._epoch, self._last = 0, 0.0
+
+    def _report(self, step=None, logs=None):
+        parts = [f"{self.name}: epoch {self._epoch + 1}/{self.epochs}"]
+        steps = (self.params or {}).get("steps")
+        if step is not None:
+            parts.append(f"step {step + 1}/{steps}" if steps else f"step {step + 1}")
+        if logs and logs.get("loss") is not None:
+            parts.append(f"loss {float(logs['loss']):.4g}")
+        if self.clock.budget_s:
+            parts.append(f"{max(0.0, self.clock.budget_s - self.clock.seconds()):.0f} s of the "
+                         f"{self.clock.budget_s:.0f} s budget left")
+        progress.report(", ".join(parts))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._report()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self._report(batch, logs)
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """After every epoch: the model (with optimizer) and the history so far."""
 
@@ -131,13 +173,18 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time_budget_s=0.0,
                   steps_per_epoch=0, seed=0, monitors=lambda model: [], validation_data=None,
-                  retrain=False, tensorboard=False, verbose=2, export=lambda model: model):
+                  retrain=False, tensorboard=False, tensorboard_images=None, verbose=None,
+                  export=lambda model: model, label=None):
     """Fit ``build()`` (a compiled model), or continue an interrupted fit, or load a finished one.
 
     Saves ``export(model)`` as ``run_dir/<name>.keras`` at the end and, after every epoch, a
     checkpoint (the model as trained, with its optimizer) and the history in
     ``run_dir/checkpoints/``; a killed run continues from its last finished epoch.
-    ``monitors(model)`` gives callbacks that add keys to the epoch logs.
+    ``monitors(model)`` gives callbacks that add keys to the epoch logs. ``tensorboard``: write
+    the epoch logs, and the pictures ``tensorboard_images(model)`` makes, to
+    ``run_dir/logs/<name>/`` (``tensorboard_logs``). ``verbose``: Keras' (None: a live bar when
+    someone watches, a line per epoch headless; ``progress.keras_verbose``). ``label``: the
+    model's name in progress lines.
     Returns ``(export(model), history)``.
     """
     run_dir = Path(run_dir)
@@ -157,16 +204,17 @@ def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time
     spent = history.get("train_seconds", [0.0])[-1]
     clock = TrainClock(spent, time_budget_s)
     callbacks = [clock, CosineByProgress(learning_rate, epochs, time_budget_s, clock), *monitors(model),
-                 EpochCheckpoint(ckpt_dir, name, history)]
-    if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs" / name)))
+                 EpochCheckpoint(ckpt_dir, name, history), ProgressReport(label or name, epochs, clock)]
+    if tensorboard:   # after the monitors, so that it sees every key they add
+        callbacks += tensorboard_logs.callbacks(run_dir / "logs" / name, tensorboard_images)
     done_by_time = time_budget_s and spent >= time_budget_s
     if initial_epoch < epochs and not done_by_time:
         keras.utils.set_random_seed(seed + initial_epoch)
         steps = steps_per_epoch or None
         model.fit(train_ds.repeat() if steps else train_ds, epochs=epochs, steps_per_epoch=steps,
                   initial_epoch=initial_epoch, callbacks=callbacks, validation_data=validation_data,
-                  shuffle=False, verbose=verbose)   # tf.data pipelines shuffle themselves
+                  shuffle=False, verbose=progress.keras_verbose() if verbose is None else verbose)
+        # (tf.data pipelines shuffle themselves)
     model = export(model)
     model.save(final)
     write_json(state_file, {"epoch": len(history.get("loss", [])) - 1, "history": history, "finished": True})
@@ -179,8 +227,10 @@ def compile_vqvae(model, cfg: VQVAEConfig):
 
 
 def train_vqvae(train_ds, val_ds, cfg: VQVAEConfig, image_size, run_dir, *, retrain=False,
-                tensorboard=False, verbose=2):
+                tensorboard=False, verbose=None):
     """Fit a VQ-VAE (see ``fit_resumable``). ``train_ds`` yields (x, x), ``val_ds`` x batches.
+    With ``tensorboard``, the logs hold the same 8 validation slices and their reconstructions
+    every epoch.
 
     Returns ``(model, history)``; the model is also saved as ``run_dir/vqvae.keras``.
     """
@@ -193,7 +243,21 @@ def train_vqvae(train_ds, val_ds, cfg: VQVAEConfig, image_size, run_dir, *, retr
     return fit_resumable("vqvae", build, train_ds, run_dir, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
                          time_budget_s=cfg.time_budget_s, steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed,
                          monitors=lambda m: [CodebookMonitor(m.quantizer), ValidationSSIM(val_ds)],
-                         retrain=retrain, tensorboard=tensorboard, verbose=verbose)
+                         retrain=retrain, tensorboard=tensorboard, verbose=verbose, label="VQ-VAE",
+                         tensorboard_images=tensorboard_logs.reconstruction_images(_first(val_ds, 8))
+                         if tensorboard else None)
+
+
+def _first(ds, n):
+    """The first ``n`` elements of a dataset of batches (of x, or of (x, ...) tuples)."""
+    parts, count = [], 0
+    for batch in ds:
+        batch = batch[0] if isinstance(batch, (tuple, list)) else batch
+        parts.append(np.asarray(batch))
+        count += len(parts[-1])
+        if count >= n:
+            break
+    return np.concatenate(parts)[:n]
 
 
 def reconstruction_scores(model, dataset, codes=True) -> dict:
@@ -304,15 +368,33 @@ def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve_precision(precision: str, cpuinfo="/proc/cpuinfo") -> str:
-    """The dtype policy a prior trains under: ``"auto"`` picks ``"mixed_bfloat16"`` on a CPU-only
-    machine whose CPU has native bfloat16, where more epochs fit into a time budget
-    (``brainvq bench prior --precisions``; README), and ``"float32"`` anywhere else (untimed
-    on GPUs so far)."""
+def gpu_has_bfloat16(device_details=None) -> bool | None:
+    """Whether the first GPU TensorFlow sees computes in bfloat16 natively (compute capability
+    8.0 or more: A100, L4, H100; not the T4 or V100); None where there is no GPU.
+    ``device_details``: the dict ``tf.config.experimental.get_device_details`` gives (tests)."""
+    if device_details is None:
+        import tensorflow as tf
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return None
+        device_details = tf.config.experimental.get_device_details(gpus[0])
+    capability = device_details.get("compute_capability")
+    return bool(capability) and tuple(capability) >= (8, 0)
+
+
+def resolve_precision(precision: str, cpuinfo="/proc/cpuinfo", gpu_bfloat16=None) -> str:
+    """The dtype policy a prior trains under: ``"auto"`` picks ``"mixed_bfloat16"`` on a GPU with
+    native bfloat16 (``gpu_has_bfloat16``), and on a CPU-only machine whose CPU has it, where more
+    epochs fit into a time budget (``brainvq bench prior --precisions``; README); ``"float32"``
+    anywhere else. ``gpu_bfloat16``: True/False/None (no GPU) instead of asking the machine."""
     if precision != "auto":
         return precision
     on_accelerator = any(not str(d).lower().startswith("cpu") for d in keras.distribution.list_devices())
-    return "mixed_bfloat16" if not on_accelerator and cpu_has_native_bfloat16(cpuinfo) else "float32"
+    if on_accelerator:
+        if gpu_bfloat16 is None:
+            gpu_bfloat16 = gpu_has_bfloat16() if keras.backend.backend() == "tensorflow" else False
+        return "mixed_bfloat16" if gpu_bfloat16 else "float32"
+    return "mixed_bfloat16" if cpu_has_native_bfloat16(cpuinfo) else "float32"
 
 
 def prior_builder(cfg, num_codes: int, grid, num_positions: int = 0, num_classes: int = 0):
@@ -331,12 +413,21 @@ def prior_builder(cfg, num_codes: int, grid, num_positions: int = 0, num_classes
     return build
 
 
-def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorboard=False, verbose=2):
+def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorboard=False, vqvae=None,
+                verbose=None):
     """Fit the prior on code maps (see ``fit_resumable``); ``build()`` returns an uncompiled prior
     (``prior_builder``). A prior trained in mixed precision is saved and returned in float32
-    (``priors.float32_copy``); its checkpoints keep the training precision for a resume."""
+    (``priors.float32_copy``); its checkpoints keep the training precision for a resume.
+    The epoch logs gain ``bits_per_code`` and ``val_bits_per_code``. With ``tensorboard`` and
+    a ``vqvae`` to decode them, the logs hold 4 samples every epoch (the same seed each time, at
+    the slice positions of the first validation maps)."""
     from . import priors
 
+    images = None
+    if tensorboard and vqvae is not None:
+        first = next(iter(val_ds))[0]
+        conditions = {k: np.asarray(v) for k, v in first.items() if k in ("position", "label")}
+        images = tensorboard_logs.sample_images(vqvae, n=4, seed=cfg.prior_seed, conditions=conditions)
     if priors.get(cfg.prior_arch).mask_token:
         train_ds = masked_code_dataset(train_ds, build.num_codes, seed=cfg.prior_seed)
         val_ds = masked_code_dataset(val_ds, build.num_codes, seed=cfg.prior_seed + 1)
@@ -344,8 +435,9 @@ def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorb
     return fit_resumable("prior", lambda: compile_prior(build(), cfg.prior_learning_rate), train_ds, run_dir,
                          epochs=cfg.prior_epochs, learning_rate=cfg.prior_learning_rate,
                          time_budget_s=cfg.prior_time_budget_s, seed=cfg.prior_seed, validation_data=val_ds,
-                         retrain=retrain, tensorboard=tensorboard, verbose=verbose,
-                         export=priors.float32_copy)
+                         monitors=lambda m: [BitsPerCode()], retrain=retrain, tensorboard=tensorboard,
+                         tensorboard_images=images, verbose=verbose, export=priors.float32_copy,
+                         label=f"prior ({cfg.prior_arch})")
 
 
 def prior_scores(model, dataset) -> dict:

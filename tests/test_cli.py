@@ -169,6 +169,47 @@ def test_run_missing_artefact_names_the_notebook(tmp_path, env):
     assert not (run_dir / "vqvae.keras").exists()
 
 
+# ----------------------------------------------------------------------------- run: what the terminal shows
+# Every line `brainvq run` may print: where the run goes, a progress line per notebook (moving),
+# a line as each notebook ends, and the last line. Nothing else reaches the terminal.
+RUN_LINES = [re.compile(p) for p in (
+    r"run directory: \S+ \(everything the notebooks print: run\.log\)",
+    r"\[[1-5]/5\] 0[1-5]_[a-z_]+: \S.*",
+    r"\[[1-5]/5\] 0[1-5]_[a-z_]+ done in \d+\.\d s",
+    r"all 5 notebooks done in \d+\.\d s; metrics: \S+metrics\.json")]
+
+
+@pytest.mark.slow
+def test_run_smoke_pipeline_shows_only_its_progress_lines(tmp_path, env):
+    env = {**env, "BRAINVQ_STATUS_EVERY_S": "1"}   # on a pipe, a new status line at most every second
+    env.pop("TF_CPP_MIN_LOG_LEVEL")               # the chatter must be kept off by brainvq, not by the test
+    run_dir = tmp_path / "run"
+    res = brainvq(["run", "--profile", "smoke", "--run-dir", run_dir], env, tmp_path, timeout=900)
+    assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-3000:])
+    lines = res.stdout.splitlines()
+    assert [line for line in lines if not any(p.fullmatch(line) for p in RUN_LINES)] == []
+    assert res.stderr == ""
+    assert len([line for line in lines if RUN_LINES[2].fullmatch(line)]) == 5
+    statuses = [line for line in lines if RUN_LINES[1].fullmatch(line) and not RUN_LINES[2].fullmatch(line)]
+    assert any("epoch" in line for line in statuses), statuses       # the training moved the line
+    log = (run_dir / "run.log").read_text()
+    assert "profile smoke; run directory" in log                     # the notebooks' own output is kept
+    for line in lines:
+        assert f"brainvq: {line}" in log
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"dataset", "vqvae", "prior", "generation", "timing"} <= set(metrics)
+    assert not (run_dir / ".progress").exists()
+
+
+def test_run_verbose_shows_what_the_notebooks_print(tmp_path, env):
+    run_dir = tmp_path / "run"
+    res = brainvq(["run", "--profile", "smoke", "--only", "01", "--verbose", "--run-dir", run_dir], env,
+                  tmp_path, timeout=400)
+    assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-3000:])
+    assert "profile smoke; run directory" in res.stdout + res.stderr
+    assert "[1/1] 01_data_exploration done in" in res.stdout
+
+
 # ----------------------------------------------------------------------------- bench, help
 def test_bench_unknown_lists_known(tmp_path, env, capsys):
     assert cli.main(["bench", "nosuch"]) == 2

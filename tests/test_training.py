@@ -174,8 +174,22 @@ def test_auto_precision_picks_bfloat16_only_where_the_cpu_has_it(tmp_path):
     assert training.resolve_precision("float32", with_bf16) == "float32"
     assert training.resolve_precision("mixed_bfloat16", without) == "mixed_bfloat16"
     import keras
-    on_cpu = all(str(d).lower().startswith("cpu") for d in keras.distribution.list_devices())
-    assert training.resolve_precision("auto", with_bf16) == ("mixed_bfloat16" if on_cpu else "float32")
+    if all(str(d).lower().startswith("cpu") for d in keras.distribution.list_devices()):
+        assert training.resolve_precision("auto", with_bf16) == "mixed_bfloat16"
+
+
+def test_auto_precision_on_a_gpu_follows_its_bfloat16_support(tmp_path, monkeypatch):
+    import keras
+    assert training.gpu_has_bfloat16({"compute_capability": (8, 0), "device_name": "NVIDIA A100"})
+    assert training.gpu_has_bfloat16({"compute_capability": (9, 0)})
+    assert not training.gpu_has_bfloat16({"compute_capability": (7, 5), "device_name": "Tesla T4"})
+    assert not training.gpu_has_bfloat16({})
+    without = tmp_path / "b"
+    without.write_text("processor : 0\nflags : fpu sse2 avx2\n")
+    monkeypatch.setattr(keras.distribution, "list_devices", lambda *a: ["gpu:0"])
+    assert training.resolve_precision("auto", without, gpu_bfloat16=True) == "mixed_bfloat16"
+    assert training.resolve_precision("auto", without, gpu_bfloat16=False) == "float32"
+    assert training.resolve_precision("float32", without, gpu_bfloat16=True) == "float32"
 
 
 def test_masked_training_data_hides_a_cosine_share_of_codes_anew_every_epoch():
