@@ -14,3 +14,5 @@ os.environ.setdefault("BRAINVQ_RUNS_DIR", os.path.join(_SESSION_DIR, "runs"))
 os.environ.setdefault("BRAINVQ_RUN_DIR", os.path.join(_SESSION_DIR, "runs", "notebooks-smoke"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Headless: Keras prints a line per epoch and no bars, as in `brainvq run` (brainvq_utils.progress).
+os.environ.setdefault("BRAINVQ_HEADLESS", "1")

@@ -229,8 +229,9 @@ def compile_vqvae(model, cfg: VQVAEConfig):
 def train_vqvae(train_ds, val_ds, cfg: VQVAEConfig, image_size, run_dir, *, retrain=False,
                 tensorboard=False, verbose=None):
     """Fit a VQ-VAE (see ``fit_resumable``). ``train_ds`` yields (x, x), ``val_ds`` x batches.
-    With ``tensorboard``, the logs hold the same 8 validation slices and their reconstructions
-    every epoch.
+    With ``tensorboard``, the logs hold the same 8 validation slices (every 4th of the first 32:
+    one subject's levels, where the split is ordered by subject) and their reconstructions every
+    epoch.
 
     Returns ``(model, history)``; the model is also saved as ``run_dir/vqvae.keras``.
     """
@@ -244,7 +245,7 @@ def train_vqvae(train_ds, val_ds, cfg: VQVAEConfig, image_size, run_dir, *, retr
                          time_budget_s=cfg.time_budget_s, steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed,
                          monitors=lambda m: [CodebookMonitor(m.quantizer), ValidationSSIM(val_ds)],
                          retrain=retrain, tensorboard=tensorboard, verbose=verbose, label="VQ-VAE",
-                         tensorboard_images=tensorboard_logs.reconstruction_images(_first(val_ds, 8))
+                         tensorboard_images=tensorboard_logs.reconstruction_images(_first(val_ds, 32)[::4])
                          if tensorboard else None)
 
 
