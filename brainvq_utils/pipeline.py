@@ -228,7 +228,7 @@ def _watch(path, show, stop: threading.Event, every_s: float = 0.5):
 
 def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic", data_dir=None,
                   overrides: dict | None = None, overwrite: bool = False, only=None,
-                  verbose: bool = False, log=None, status_every_s: float | None = None) -> Path:
+                  verbose: bool = False, status_every_s: float | None = None) -> Path:
     """Execute the notebooks in order with papermill into the run directory; the seconds each
     took go into metrics.json (``timing``, with the ``total`` so far) as each one ends.
 
@@ -236,8 +236,7 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
     left of its training budget, the sampling), fed by what the kernel writes with
     ``progress.report``; everything else that the kernels and libraries print goes to the
     executed notebooks and ``<run_dir>/run.log``. ``verbose``: show all of it on the terminal
-    too. ``log``: a function that takes each finished line instead of the terminal (tests).
-    ``status_every_s``: on a pipe or file (not a terminal), how often the moving line may add
+    too. ``status_every_s``: on a pipe or file (not a terminal), how often the moving line may add
     a line (default: ``$BRAINVQ_STATUS_EVERY_S`` or 15 s).
     """
     import papermill
@@ -267,7 +266,7 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
             if status_every_s is None:
                 status_every_s = float(os.environ.get("BRAINVQ_STATUS_EVERY_S", 15))
             term = _Terminal(stream, None if verbose else log_file, every_s=status_every_s)
-            say = log or term.line
+            say = term.line
             say(f"run directory: {run_dir} (everything the notebooks print: {log_path.name})")
             total, timing = time.perf_counter(), {}
             # papermill's log of every cell output: to the run's log (or, verbose, the terminal)
