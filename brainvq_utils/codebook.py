@@ -9,7 +9,7 @@ import numpy as np
 def encode_split(model, split, image_size, batch_size: int = 64) -> np.ndarray:
     """Code maps (N, h, w) int32 of every image of a split, in split order (streamed)."""
     maps = [keras.ops.convert_to_numpy(model.encode(np.asarray(x)))
-            for x in split.dataset(image_size, batch_size)]
+            for x in split.dataset(image_size, batch_size, cache=None)]   # one pass: nothing to cache
     return np.concatenate(maps).astype(np.int32)
 
 

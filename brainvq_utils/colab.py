@@ -208,6 +208,20 @@ def query_gpu() -> str | None:
     return result.stdout if result.returncode == 0 and result.stdout.strip() else None
 
 
+BFLOAT16_SINCE = (8, 0)   # GPUs of this compute capability and later compute in bfloat16 natively
+
+
+def has_bfloat16(capability) -> bool:
+    """Whether a GPU of compute ``capability`` ("8.0", (8, 0), 8.6...) computes in bfloat16
+    natively (A100, L4, H100: yes; T4, V100: no). The one place this rule lives
+    (``training.gpu_has_bfloat16`` asks it too)."""
+    if isinstance(capability, str):
+        capability = tuple(int(part) for part in capability.strip().split(".")[:2])
+    elif isinstance(capability, (int, float)):
+        capability = tuple(int(part) for part in f"{capability:.1f}".split("."))
+    return tuple(capability) >= BFLOAT16_SINCE
+
+
 def choose_precision(query=query_gpu) -> tuple[str | None, str]:
     """``(precision, reason)`` for the runtime: ``mixed_bfloat16`` on a GPU with native bfloat16
     (compute capability 8.0 or more: A100, L4, H100), ``float32`` on older GPUs (T4, V100), and
@@ -219,10 +233,10 @@ def choose_precision(query=query_gpu) -> tuple[str | None, str]:
     name, _, capability = lines[0].rpartition(",")
     name, capability = name.strip() or capability.strip(), capability.strip()
     try:
-        major, minor = (int(part) for part in capability.split("."))
+        native = has_bfloat16(capability)
     except ValueError:
         return "float32", f"GPU: {name} (compute capability unknown): the prior trains in float32"
-    if (major, minor) >= (8, 0):
+    if native:
         return "mixed_bfloat16", (f"GPU: {name} (compute capability {capability}, bfloat16): "
                                   "the prior trains in mixed_bfloat16")
     return "float32", f"GPU: {name} (compute capability {capability}, no bfloat16): the prior trains in float32"

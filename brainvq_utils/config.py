@@ -94,7 +94,7 @@ class PriorConfig:
     prior_batch_size: int = 32
     prior_epochs: int = 30
     prior_time_budget_s: float = 0.0  # 0: no limit
-    prior_precision: str = "float32"  # float32 | mixed_bfloat16 | auto (bfloat16 where the CPU has it natively)
+    prior_precision: str = "float32"  # float32 | mixed_bfloat16 | auto (bfloat16 where the GPU or CPU has it natively)
     prior_seed: int = 0
 
     def __post_init__(self):
@@ -248,6 +248,11 @@ def load_params(profile: str = "demo", overrides: dict | None = None) -> dict:
     for variable, key in ENVIRONMENT_DEFAULTS.items():
         if os.environ.get(variable):
             params[key] = _coerce(key, os.environ[variable], defaults[key])
+            try:
+                stage_config(next(st for st in STAGES if key in {f.name for f in fields(st)}), params)
+            except BrainVQError as err:
+                raise BrainVQError(f"{err} (it came from the environment variable {variable}; unset it or "
+                                   f"give one of the values named)") from None
     for key, value in (overrides or {}).items():
         if key not in defaults:
             raise BrainVQError(f"parameter {key!r} is not known; known parameters: {', '.join(sorted(defaults))}")

@@ -14,7 +14,7 @@ read when a split is iterated. Layouts (see DESIGN.md, section Data):
 
 Memory: :meth:`SliceSplit.dataset` streams. It starts from the list of file names, decodes each
 image in a parallel ``map``, and keeps decoded images only in a cache that is in memory when the
-split at the target size is below 2 GiB and in a file on disk otherwise. NIfTI volumes are read one
+split at the target size is below 256 MiB and in a file on disk otherwise. NIfTI volumes are read one
 at a time by a generator. So an ADNI-size split (~30,000 slices, ~7.5 GiB as 256x256 floats) never
 has to fit in RAM; only :meth:`SliceSplit.load`, meant for small sets and figures, reads all
 pixels into one array.
@@ -43,8 +43,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 OASIS_DIRS = tuple(f"keras_png_slices_{s}" for s in SPLITS)
 ADNI_LABELS = ("AD", "NC")
-CACHE_IN_MEMORY_BELOW = 2 * 1024**3  # bytes of float32 pixels at the target size
-SHUFFLE_BUFFER_BYTES = 1024**3  # a shuffle buffer never holds more decoded pixels than this
+# Memory bounds that keep an ADNI-size split (~30,000 slices) within a few hundred MiB of pixels
+# (`brainvq bench data`): a split is cached in memory below CACHE_IN_MEMORY_BELOW (the demo's
+# 2,560 training slices at 128x128 take 160 MiB), in a file on disk above it; a shuffle buffer
+# holds at most SHUFFLE_BUFFER_BYTES of decoded pixels.
+CACHE_IN_MEMORY_BELOW = 256 * 1024**2  # bytes of float32 pixels at the target size
+SHUFFLE_BUFFER_BYTES = 256 * 1024**2
+IN_MEMORY_BELOW = 512 * 1024**2  # SliceSplit.images: a split larger than this is read a chunk at a time
 _OASIS_NAME = re.compile(r"^(?P<subject>.+?)_slice_(?P<slice>\d+)")
 _PATIENT_SLICE = re.compile(r"^(?P<subject>.+)_(?P<slice>\d+)$")
 _auto_cache_files: list[str] = []
@@ -240,7 +245,7 @@ class SliceSplit:
         (``"auto"``, ``"memory"``, a file path, or None; see :func:`resolve_cache`), ``shuffle``
         (seeded, reshuffled every epoch), ``repeat``, ``batch``, ``prefetch``. Without a cache,
         the file names are shuffled before decoding; with one, decoded images are shuffled
-        through a buffer of ``min(len, 10000)`` images capped at 1 GiB. ``with_targets=True``
+        through a buffer of ``min(len, 10000)`` images capped at 256 MiB. ``with_targets=True``
         yields ``(x, x)`` pairs for an autoencoder. ``factor`` checks divisibility of the size.
         """
         import tensorflow as tf
@@ -265,11 +270,63 @@ class SliceSplit:
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def load(self, image_size, limit: int | None = None) -> np.ndarray:
-        """All images (or the first ``limit``) as one (N, H, W, 1) float32 array: small sets only."""
+        """All images (or the first ``limit``) as one (N, H, W, 1) float32 array: small sets only
+        (a whole ADNI-size split is ~7.5 GiB at 256x256; :meth:`lazy` streams it instead)."""
         split = self if limit is None else self.subset(range(min(limit, len(self))))
         if not len(split):
             return np.zeros((0, *image_hw(image_size), 1), np.float32)
         return np.concatenate(list(split.dataset(image_size, 256, cache=None).as_numpy_iterator()))
+
+    def chunks(self, image_size, size: int = 1024):
+        """``(start, images)`` for consecutive runs of at most ``size`` images, in split order,
+        decoded as they are needed: at most one chunk of pixels is in memory at a time."""
+        if size < 1:
+            raise BrainVQError(f"chunk size {size} must be 1 or more")
+        for start in range(0, len(self), size):
+            yield start, self.subset(range(start, min(start + size, len(self)))).load(image_size)
+
+    def lazy(self, image_size, chunk: int = 1024) -> "LazyImages":
+        """The split's images as :class:`LazyImages`: indexable and chunked, never all in memory."""
+        return LazyImages(self, image_size, chunk)
+
+    def images(self, image_size, in_memory_below: int = IN_MEMORY_BELOW):
+        """The split's images to score against: one array when their pixels take less than
+        ``in_memory_below`` bytes (the demo's training split: 160 MiB), else :class:`LazyImages`
+        (an ADNI-size split), which the scores read a chunk at a time."""
+        h, w = image_hw(image_size)
+        if len(self) * h * w * 4 < in_memory_below:
+            return self.load(image_size)
+        return self.lazy(image_size)
+
+
+class LazyImages:
+    """A split's images that are read when asked for: ``images[idx]`` (an int array) loads just
+    those, ``images.chunks()`` streams them all a chunk at a time, ``len(images)`` counts them.
+    ``metrics.nearest_neighbour_ssim`` and ``realism.per_position_fidelity`` take it in place
+    of an (N, H, W, 1) array, so scoring against an ADNI-size training split stays within a
+    chunk's memory."""
+
+    def __init__(self, split: SliceSplit, image_size, chunk: int = 1024):
+        self.split, self.image_size, self.chunk = split, image_size, int(chunk)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self), *image_hw(self.image_size), 1)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        idx = np.asarray(idx)
+        if idx.ndim == 0:
+            return self[idx[None]][0]
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        order, inverse = np.unique(idx, return_inverse=True)
+        return self.split.subset(order).load(self.image_size)[inverse.reshape(-1)]
+
+    def chunks(self):
+        return self.split.chunks(self.image_size, self.chunk)
 
 
 def _make_split(name: str, entries) -> SliceSplit:

@@ -30,10 +30,18 @@ def floor_to_ceiling(value: float, floor: float, ceiling: float) -> float:
 NN_CANDIDATES = 128   # references scored exactly per query (metrics.nearest_neighbour_ssim)
 
 
-def _scored(images, train_images, candidates) -> dict:
-    nn = metrics.nearest_neighbour_ssim(images, train_images, masked=True, candidates=candidates)
-    return {"plain": nn["plain"][0], "index": nn["plain"][1], "masked": nn["masked"][0],
-            "masked_index": nn["masked"][1], "empty": empty_images(images)}
+def _scored(sets, train_images, candidates) -> list[dict]:
+    """Nearest-neighbour scores of each set of images, all in one search (``train_images`` may be
+    ``data.LazyImages``: then it is read twice in all, not twice per set)."""
+    sets = [np.asarray(x, np.float32) for x in sets]
+    nn = metrics.nearest_neighbour_ssim(np.concatenate(sets), train_images, masked=True, candidates=candidates)
+    out, start = [], 0
+    for images in sets:
+        part = slice(start, start + len(images))
+        start += len(images)
+        out.append({"plain": nn["plain"][0][part], "index": nn["plain"][1][part], "masked": nn["masked"][0][part],
+                    "masked_index": nn["masked"][1][part], "empty": empty_images(images)})
+    return out
 
 
 def _mean_of_filled(values, empty) -> float:
@@ -45,11 +53,11 @@ def generation_scores(samples, train_images, test_images, random_images, samplin
     """The ``generation`` section of metrics.json, plus the per-image arrays for plots.
 
     ``samples``, ``test_images`` and ``random_images`` (decoded uniform random codes) are
-    each scored against every image of ``train_images``, over the whole image and inside
+    each scored against every image of ``train_images`` (an array, or ``data.LazyImages``), over the whole image and inside
     the brain masks, in one pass; each against its ``candidates`` nearest training images by
     a coarse distance (None: against all; see ``metrics.nearest_neighbour_ssim``).
     """
-    s, real, rnd = (_scored(x, train_images, candidates) for x in (samples, test_images, random_images))
+    s, real, rnd = _scored([samples, test_images, random_images], train_images, candidates)
     threshold = float(np.percentile(real["masked"][~real["empty"]], 99)) if (~real["empty"]).any() else 1.0
     section = {
         "n_samples": int(len(samples)),

@@ -210,11 +210,13 @@ def nearest_neighbour_ssim(queries, references, masked: bool = False, candidates
     whole-image score (mean shortfall 1e-5) and for 95% inside the masks (mean shortfall
     0.001, at most 0.04), at a twentieth of the work (tests/test_metrics.py checks it).
     """
+    if candidates is not None and int(candidates) < 1:
+        raise BrainVQError(f"candidates={candidates} must be a positive number of references, or None for all")
+    if hasattr(references, "chunks"):
+        return _streamed_nearest(_as_batch(queries, "queries"), references, masked, candidates, kw)
     q, r = _as_batch(queries, "queries"), _as_batch(references, "references")
     if candidates is None or int(candidates) >= len(r):
         return ssim_matrix(q, r, reduce="max", masked=masked, **kw)
-    if int(candidates) < 1:
-        raise BrainVQError(f"candidates={candidates} must be a positive number of references, or None for all")
     if q.shape[1:] != r.shape[1:]:
         raise BrainVQError(f"queries {q.shape[1:]} and references {r.shape[1:]} differ in size")
     nearest = proxy_candidates(q, r, int(candidates))
@@ -234,16 +236,79 @@ def nearest_neighbour_ssim(queries, references, masked: bool = False, candidates
     return result if masked else result["plain"]
 
 
+def _small(x, factor: int = 4) -> np.ndarray:
+    """(N, h*w) float64 copies of (N, H, W, 1) images averaged over ``factor`` x ``factor`` blocks."""
+    n, h, w = x.shape[0], x.shape[1] // factor * factor, x.shape[2] // factor * factor
+    x = np.asarray(x)[:, :h, :w, 0].reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
+    return x.reshape(n, -1).astype(np.float64)
+
+
+def _proxy_distances(qs, rs) -> np.ndarray:
+    return (qs**2).sum(1)[:, None] - 2 * qs @ rs.T + (rs**2).sum(1)[None]
+
+
 def proxy_candidates(queries, references, m: int, factor: int = 4) -> np.ndarray:
     """(Q, m) indices of each query's m nearest references by Euclidean distance between
     copies averaged over ``factor`` x ``factor`` blocks."""
-    def small(x):
-        n, h, w = x.shape[0], x.shape[1] // factor * factor, x.shape[2] // factor * factor
-        x = x[:, :h, :w, 0].reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
-        return x.reshape(n, -1).astype(np.float64)
-    qs, rs = small(queries), small(references)
-    dist = (qs**2).sum(1)[:, None] - 2 * qs @ rs.T + (rs**2).sum(1)[None]
+    dist = _proxy_distances(_small(queries, factor), _small(references, factor))
     return np.argsort(dist, axis=1, kind="stable")[:, :m]
+
+
+def _streamed_nearest(q, references, masked, candidates, kw):
+    """``nearest_neighbour_ssim`` against references read a chunk at a time (``references.chunks()``
+    yields ``(start, images)``, e.g. ``data.LazyImages``): the exhaustive search keeps a running
+    best per query; the candidate search reads the references twice, once to keep each query's
+    ``candidates`` nearest by the coarse distance, once to score those exactly. Memory: one chunk
+    of references, and Q x candidates indices. Same results as with the whole array in memory
+    (tests/test_metrics.py)."""
+    kinds = ("plain", "masked") if masked else ("plain",)
+    q_masks = brain_masks(q) if masked else None
+    best = {k: np.full(len(q), -np.inf, np.float32) for k in kinds}
+    where = {k: np.zeros(len(q), np.int64) for k in kinds}
+
+    def update(kind, i, values, indices):
+        arg = int(np.argmax(values))
+        if values[arg] > best[kind][i]:
+            best[kind][i], where[kind][i] = values[arg], indices[arg]
+
+    def check(chunk):
+        if chunk.shape[1:] != q.shape[1:]:
+            raise BrainVQError(f"queries {q.shape[1:]} and references {chunk.shape[1:]} differ in size")
+
+    m = None if candidates is None or int(candidates) >= len(references) else int(candidates)
+    if m is None:                     # exhaustive, a chunk at a time
+        for start, chunk in references.chunks():
+            check(chunk)
+            masks = (q_masks, brain_masks(chunk)) if masked else None
+            res = ssim_matrix(q, chunk, reduce="max", masked=masked, masks=masks, **kw)
+            res = res if masked else {"plain": res}
+            for kind in kinds:
+                better = res[kind][0] > best[kind]
+                best[kind][better], where[kind][better] = res[kind][0][better], res[kind][1][better] + start
+    else:
+        qs = _small(q)
+        top_d, top_i = np.zeros((len(q), 0)), np.zeros((len(q), 0), np.int64)
+        for start, chunk in references.chunks():       # pass 1: each query's m nearest by the coarse distance
+            check(chunk)
+            d = np.concatenate([top_d, _proxy_distances(qs, _small(chunk))], axis=1)
+            i = np.concatenate([top_i, np.broadcast_to(np.arange(start, start + len(chunk)), (len(q), len(chunk)))],
+                               axis=1)
+            keep = np.argsort(d, axis=1, kind="stable")[:, :m]
+            top_d, top_i = np.take_along_axis(d, keep, 1), np.take_along_axis(i, keep, 1)
+        with Bar(len(references), "nearest neighbours (exact)", "reference", show=False) as bar:
+            for start, chunk in references.chunks():   # pass 2: SSIM against those m
+                inside = (top_i >= start) & (top_i < start + len(chunk))
+                c_masks = brain_masks(chunk) if masked else None
+                for i in np.flatnonzero(inside.any(axis=1)):
+                    idx = np.sort(top_i[i][inside[i]]) - start
+                    masks = (q_masks[i:i + 1], c_masks[idx]) if masked else None
+                    res = ssim_matrix(q[i:i + 1], chunk[idx], masked=masked, masks=masks, **kw)
+                    res = res if masked else {"plain": res}
+                    for kind in kinds:
+                        update(kind, i, res[kind][0], idx + start)
+                bar.update(len(chunk))
+    result = {k: (best[k], where[k]) for k in kinds}
+    return result if masked else result["plain"]
 
 
 def mean_pairwise_ssim(images, max_images: int = 400, seed: int = 0) -> float:

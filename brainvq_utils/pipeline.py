@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import shutil
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,12 +144,15 @@ PROGRESS_FILE = ".progress"
 class _Terminal:
     """What ``brainvq run`` shows: a status line per notebook that moves (rewritten in place on
     a terminal; on a pipe or file, a new line when it changes, at most every ``every_s``
-    seconds), copied into the run's log."""
+    seconds), and finished lines. Every line shown, and the status at most every ``every_s``
+    seconds on a terminal, is copied into the run's log. Thread-safe (the status comes from a
+    watcher thread)."""
 
     def __init__(self, stream, log_file=None, every_s: float = 15.0):
         self.stream, self.log_file, self.every_s = stream, log_file, every_s
         self.tty = stream.isatty()
-        self._open, self._last_text, self._last_t = False, "", 0.0
+        self._open, self._last_text, self._last_t, self._last_logged = False, "", -math.inf, -math.inf
+        self._lock = threading.Lock()
 
     def _log(self, line):
         if self.log_file is not None:
@@ -156,74 +161,108 @@ class _Terminal:
 
     def line(self, text: str) -> None:
         """A finished line."""
-        if self._open:
-            self.stream.write("\r\033[K")
-            self._open = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
-        self._log(text)
+        with self._lock:
+            if self._open:
+                self.stream.write("\r\033[K")
+                self._open = False
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            self._log(text)
 
     def finish(self) -> None:
         """End a moving line left open (before an error message, say)."""
-        if self._open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open = False
+        with self._lock:
+            if self._open:
+                self.stream.write("\n")
+                self.stream.flush()
+                self._open = False
 
     def status(self, text: str) -> None:
         """The moving line."""
-        if text == self._last_text:
-            return
-        now = time.monotonic()
-        if self.tty:
-            width = shutil.get_terminal_size((100, 20)).columns - 1
-            self.stream.write("\r\033[K" + text[:width])
-            self.stream.flush()
-            self._open = True
-        elif now - self._last_t >= self.every_s:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-            self._last_t = now
-        else:
-            return
-        self._last_text = text
+        with self._lock:
+            if text == self._last_text:
+                return
+            now = time.monotonic()
+            if self.tty:
+                width = shutil.get_terminal_size((100, 20)).columns - 1
+                self.stream.write("\r\033[K" + text[:width])
+                self.stream.flush()
+                self._open = True
+                if now - self._last_logged >= self.every_s:
+                    self._last_logged = now
+                    self._log(text)
+            elif now - self._last_t >= self.every_s:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+                self._last_t = now
+                self._log(text)
+            else:
+                return
+            self._last_text = text
 
 
 @contextlib.contextmanager
-def _quiet_terminal(log_path, verbose: bool):
+def _quiet_terminal(log_file, verbose: bool):
     """Send everything written to file descriptors 1 and 2 (this process's and the notebook
     kernels', which inherit them: TensorFlow's, absl's, CUDA's and the kernel's start-up lines)
-    to ``log_path``; yield a stream that still reaches the terminal. ``verbose``: change nothing."""
+    to ``log_file`` (an open file); yield a stream that still reaches the terminal.
+    ``verbose``: change nothing."""
     if verbose:
         yield sys.stdout
         return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    terminal = os.fdopen(os.dup(saved[0]), "w", buffering=1)
-    with open(log_path, "a", buffering=1) as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
+    try:
+        terminal = os.fdopen(os.dup(saved[0]), "w", buffering=1)
         try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):   # Python-level streams too
+            os.dup2(log_file.fileno(), 1)
+            os.dup2(log_file.fileno(), 2)
+            with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):   # Python's streams too
                 yield terminal
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
             terminal.close()
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
 
 
-def _watch(path, show, stop: threading.Event, every_s: float = 0.5):
-    """Until ``stop``: pass the status line the kernel writes to ``path`` to ``show``."""
-    from .progress import read
-    while not stop.wait(every_s):
-        text = read(path)
-        if text:
-            show(text)
+class _Watcher:
+    """A thread that passes the status line a kernel writes to ``path`` to ``show``, twice a
+    second, until ``stop()`` (which waits for it)."""
+
+    def __init__(self, path, show, every_s: float = 0.5):
+        from .progress import read
+        self._stop = threading.Event()
+
+        def loop():
+            while not self._stop.wait(every_s):
+                text = read(path)
+                if text:
+                    show(text)
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+def status_interval(value=None) -> float:
+    """How often ``brainvq run`` may add a status line on a pipe: ``value``, else
+    ``$BRAINVQ_STATUS_EVERY_S``, else 15 s; a one-line error for a bad value."""
+    value = os.environ.get("BRAINVQ_STATUS_EVERY_S", "15") if value is None else value
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise BrainVQError(f"BRAINVQ_STATUS_EVERY_S={value!r} must be a number of seconds >= 0, e.g. 15")
+    return seconds
 
 
 def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic", data_dir=None,
@@ -234,15 +273,16 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
 
     The terminal shows one line per notebook that moves while it runs (the epoch and the time
     left of its training budget, the sampling), fed by what the kernel writes with
-    ``progress.report``; everything else that the kernels and libraries print goes to the
-    executed notebooks and ``<run_dir>/run.log``. ``verbose``: show all of it on the terminal
-    too. ``status_every_s``: on a pipe or file (not a terminal), how often the moving line may add
-    a line (default: ``$BRAINVQ_STATUS_EVERY_S`` or 15 s).
+    ``progress.report``; everything else that the kernels and libraries print (papermill's log
+    of every cell output included) goes to the executed notebooks and ``<run_dir>/run.log``.
+    ``verbose``: show all of it on the terminal instead. ``status_every_s``: on a pipe or file
+    (not a terminal), how often the moving line may add a line (``status_interval``).
     """
     import papermill
 
     from .progress import FILE_ENV, HEADLESS_ENV, STARTUP_LINES
 
+    status_every_s = status_interval(status_every_s)
     load_params(profile, {**(overrides or {}), "dataset": dataset,
                           **({"data_dir": str(data_dir)} if data_dir else {})})   # fail fast on bad parameters
     run_dir = new_run_dir(run_dir, profile, overwrite=overwrite)
@@ -260,15 +300,13 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
     os.environ[FILE_ENV], os.environ[HEADLESS_ENV] = str(status_path.resolve()), "1"   # the kernels inherit them
     try:
         with contextlib.ExitStack() as stack:
-            stream = stack.enter_context(_quiet_terminal(log_path, verbose))
-            log_file = stack.enter_context(open(log_path, "a"))
-            log_file.write("".join(f"{line}\n" for line in STARTUP_LINES))   # this process's own start-up
-            if status_every_s is None:
-                status_every_s = float(os.environ.get("BRAINVQ_STATUS_EVERY_S", 15))
-            term = _Terminal(stream, None if verbose else log_file, every_s=status_every_s)
-            say = term.line
-            say(f"run directory: {run_dir} (everything the notebooks print: {log_path.name})")
-            total, timing = time.perf_counter(), {}
+            log_file = None if verbose else stack.enter_context(open(log_path, "a", buffering=1))
+            # this process's own start-up lines (progress.quiet_native_startup)
+            (sys.stderr if verbose else log_file).write("".join(f"{line}\n" for line in STARTUP_LINES))
+            stream = stack.enter_context(_quiet_terminal(log_file, verbose))
+            term = _Terminal(stream, log_file, every_s=status_every_s)
+            term.line(f"run directory: {run_dir}" + ("" if verbose else f" (everything the notebooks print: "
+                                                                          f"{log_path.name})"))
             # papermill's log of every cell output: to the run's log (or, verbose, the terminal)
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("%(message)s"))
@@ -278,40 +316,39 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
             pm_logger.setLevel(logging.INFO)
             stack.callback(pm_logger.removeHandler, handler)
             stack.callback(pm_logger.setLevel, pm_level)
+            total, timing = time.perf_counter(), {}
             for i, name in enumerate(names, 1):
                 start_t, prefix = time.perf_counter(), f"[{i}/{len(names)}] {name}"
                 status_path.unlink(missing_ok=True)
                 term.status(f"{prefix}: starting")
-                stop = threading.Event()
-                watcher = threading.Thread(target=_watch, args=(status_path, lambda t, p=prefix: term.status(f"{p}: {t}"),
-                                                                stop), daemon=True)
-                watcher.start()
+                watcher = _Watcher(status_path, lambda t, p=prefix: term.status(f"{p}: {t}"))
                 out = run_dir / f"{name}.ipynb"
                 try:
                     papermill.execute_notebook(str(paths.notebooks_dir() / f"{name}.ipynb"), str(out),
                                                parameters=parameters, cwd=str(paths.notebooks_dir()),
                                                progress_bar=False, log_output=True, kernel_name="python3")
                 except papermill.PapermillExecutionError as err:
+                    watcher.stop()
                     term.finish()
                     reason = (str(err.evalue).splitlines() or [""])[0]
                     reason = reason if len(reason) <= 300 else reason[:300] + " ..."
                     raise BrainVQError(f"[{i}/{len(names)}] {name} failed: {err.ename}: {reason} "
                                        f"(the executed notebook with the full error: {out})") from None
                 except BaseException as err:   # the kernel died, could not start, timed out, or ^C
+                    watcher.stop()
                     term.finish()
                     if isinstance(err, (KeyboardInterrupt, BrainVQError)):
                         raise
+                    traceback.print_exc()                 # to the run's log (verbose: the terminal)
                     raise BrainVQError(f"[{i}/{len(names)}] {name} stopped: {type(err).__name__}: "
-                                       f"{(str(err).splitlines() or [''])[0][:300]} (see {log_path})") from None
-                finally:
-                    stop.set()
-                    watcher.join()
+                                       f"{(str(err).splitlines() or [''])[0][:300]} "
+                                       f"(the traceback: {log_path if not verbose else 'above'})") from None
+                watcher.stop()
                 timing[name] = round(time.perf_counter() - start_t, 1)
                 update_metrics(run_dir, "timing", {**timing, "total": round(time.perf_counter() - total, 1)})
-                say(f"{prefix} done in {timing[name]:.1f} s")
-            say(f"all {len(names)} notebooks done in {time.perf_counter() - total:.1f} s; "
-                f"metrics: {run_dir / 'metrics.json'}")
-            term.finish()
+                term.line(f"{prefix} done in {timing[name]:.1f} s")
+            term.line(f"all {len(names)} notebooks done in {time.perf_counter() - total:.1f} s; "
+                      f"metrics: {run_dir / 'metrics.json'}")
     finally:
         status_path.unlink(missing_ok=True)
         for key, value in saved_env.items():

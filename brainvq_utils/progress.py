@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -36,11 +38,18 @@ def in_notebook() -> bool:
     return ipython is not None and type(ipython).__name__ in ("ZMQInteractiveShell", "Shell")
 
 
+def watched_notebook() -> bool:
+    """A kernel that a person watches: one that JupyterLab or Jupyter Server started (they set
+    ``JPY_SESSION_NAME``), or Colab's. A kernel that papermill, nbclient or nbval started has
+    neither, so it counts as headless even without ``BRAINVQ_HEADLESS``."""
+    return in_notebook() and ("JPY_SESSION_NAME" in os.environ or "google.colab" in sys.modules)
+
+
 def interactive() -> bool:
     """Whether live bars help: someone watches this kernel or terminal, and it is not headless."""
     if headless():
         return False
-    return in_notebook() or sys.stdout.isatty()
+    return watched_notebook() or (not in_notebook() and sys.stdout.isatty())
 
 
 def keras_verbose() -> int:
@@ -81,7 +90,7 @@ class Bar:
 
     def __init__(self, total: int, desc: str, unit: str = "it", show: bool | None = None, every_s: float = 1.0):
         self.total, self.desc, self.unit, self.done = int(total), desc, unit, 0
-        self.every_s, self._last, self._start = every_s, 0.0, time.perf_counter()
+        self.every_s, self._last, self._start = every_s, -math.inf, time.perf_counter()
         self._bar = None
         if interactive() if show is None else show:
             from tqdm.auto import tqdm
@@ -116,16 +125,24 @@ class Bar:
 
 
 # ----------------------------------------------------------------------------- a quiet start-up
-STARTUP_LINES: list[str] = []   # what TensorFlow's C++ start-up printed, kept for the run's log
+STARTUP_LINES: list[str] = []   # what native libraries printed while loading (quiet_native_startup)
+# The lines a native library prints as it loads: absl's and TensorFlow's log lines
+# ("I0000 00:00:1795331450.853834   21853 cudart_stub.cc:31] ..."), their preamble, CPU-feature notes.
+NATIVE_CHATTER = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\]|WARNING: All log messages before absl|"
+                            r"To enable the following instructions|.*rebuild TensorFlow with the appropriate compiler)")
 
 
 @contextlib.contextmanager
 def quiet_native_startup():
-    """Keep the lines native libraries print to file descriptor 2 while they load (TensorFlow's
-    absl and CUDA probes: "All log messages before absl::InitializeLog()", "oneDNN custom
-    operations are on", "Could not find cuda drivers") in ``STARTUP_LINES`` instead of the
-    terminal; ``brainvq run`` writes them to the run's log. ``TF_CPP_MIN_LOG_LEVEL=0`` shows them.
-    Python's own messages and errors are not touched (they are raised, not printed)."""
+    """Keep what native libraries print to file descriptor 2 while they load (TensorFlow's absl
+    and CUDA probes: "All log messages before absl::InitializeLog()", "oneDNN custom operations
+    are on", "Could not find cuda drivers") off the terminal.
+
+    Such lines go to ``STARTUP_LINES``; ``brainvq run`` writes its own to the run's log (or, with
+    ``--verbose``, the terminal). Any other line (a Python warning, say) is written back to file
+    descriptor 2 at once, and if the import fails, everything is. In a notebook kernel everything
+    is written back: the kernel puts it in the notebook's output, so an executed notebook keeps
+    it. ``TF_CPP_MIN_LOG_LEVEL=0`` turns the whole thing off."""
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip() == "0":
         yield
         return
@@ -135,10 +152,14 @@ def quiet_native_startup():
     except (OSError, ValueError):
         yield
         return
+    failed = False
     with tempfile.TemporaryFile(mode="w+b") as buffer:
         os.dup2(buffer.fileno(), 2)
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
             try:
                 sys.stderr.flush()
@@ -147,4 +168,11 @@ def quiet_native_startup():
             os.dup2(saved, 2)
             os.close(saved)
             buffer.seek(0)
-            STARTUP_LINES.extend(buffer.read().decode(errors="replace").splitlines())
+            lines = buffer.read().decode(errors="replace").splitlines()
+            chatter = [] if failed else [line for line in lines if NATIVE_CHATTER.match(line)]
+            STARTUP_LINES.extend(chatter)
+            shown = [line for line in lines if line not in chatter]
+            if in_notebook():      # a kernel: its fd 2 goes to the notebook's output, where such lines belong
+                shown = lines
+            if shown:
+                os.write(2, ("\n".join(shown) + "\n").encode())

@@ -260,10 +260,13 @@ class FeatureSpace:
 # ----------------------------------------------------------------------------- per-position fidelity
 def per_position_fidelity(queries, query_positions, references, reference_positions) -> np.ndarray:
     """Each query's highest SSIM inside the brain masks (``metrics.ssim_matrix(masked=True)``)
-    against the references at its own slice position; NaN where there are none."""
+    against the references at its own slice position; NaN where there are none. ``references``:
+    an (N, H, W, 1) array, or ``data.LazyImages`` (one position's images are read at a time)."""
     from . import metrics
 
-    queries, references = _grey_batch(queries, "queries"), _grey_batch(references, "references")
+    queries = _grey_batch(queries, "queries")
+    if not hasattr(references, "chunks"):   # data.LazyImages: read one position's references at a time
+        references = _grey_batch(references, "references")
     qp, rp = np.asarray(query_positions), np.asarray(reference_positions)
     if len(qp) != len(queries) or len(rp) != len(references):
         raise BrainVQError("give one slice position per image")

@@ -11,7 +11,8 @@
 
 Open them with ``tensorboard --logdir runs/<run>/logs`` (or ``%load_ext tensorboard`` and
 ``%tensorboard --logdir ...`` inside JupyterLab or Colab). TensorFlow writes the files under
-any Keras backend. ``read_tags`` reads them back (tests; notebooks 02 and 04).
+any Keras backend. ``read_tags`` reads them back (tests/test_tensorboard.py). Drawing the
+samples takes a few seconds an epoch, and counts against the prior's time budget.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def sample_images(vqvae, n: int = 4, seed: int = 0, conditions: dict | None = No
         info = prior_info(prior)
         kw = {k: np.asarray(v)[:n] for k, v in (conditions or {}).items()
               if (k == "position" and info["num_positions"]) or (k == "label" and info["num_classes"])}
-        codes = sampling.sample(prior, n, seed=seed, progress=False, **kw)
+        steps = min(12, info["grid"][0] * info["grid"][1])       # iterative priors: decoding steps
+        codes = sampling.sample(prior, n, seed=seed, progress=False, steps=steps, **kw)
         return {"samples": keras.ops.convert_to_numpy(vqvae.decode(codes))}
     return make
 

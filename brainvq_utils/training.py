@@ -128,7 +128,7 @@ class ProgressReport(keras.callbacks.Callback):
     def __init__(self, name, epochs, clock, every_s=1.0):
         super().__init__()
         self.name, self.epochs, self.clock, self.every_s = name, epochs, clock, every_s
-        self._epoch, self._last = 0, 0.0
+        self._epoch, self._last = 0, -math.inf
 
     def _report(self, step=None, logs=None):
         parts = [f"{self.name}: epoch {self._epoch + 1}/{self.epochs}"]
@@ -370,17 +370,28 @@ def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
 
 
 def gpu_has_bfloat16(device_details=None) -> bool | None:
-    """Whether the first GPU TensorFlow sees computes in bfloat16 natively (compute capability
-    8.0 or more: A100, L4, H100; not the T4 or V100); None where there is no GPU.
-    ``device_details``: the dict ``tf.config.experimental.get_device_details`` gives (tests)."""
+    """Whether the first GPU computes in bfloat16 natively (``colab.has_bfloat16``: compute
+    capability 8.0 or more); None where there is no GPU. Asks TensorFlow, or JAX under the JAX
+    backend. ``device_details``: a dict with ``compute_capability`` instead (tests)."""
+    from .colab import has_bfloat16
     if device_details is None:
-        import tensorflow as tf
-        gpus = tf.config.list_physical_devices("GPU")
-        if not gpus:
-            return None
-        device_details = tf.config.experimental.get_device_details(gpus[0])
+        if keras.backend.backend() == "jax":
+            import jax
+            gpus = [d for d in jax.devices() if d.platform == "gpu"]
+            if not gpus:
+                return None
+            device_details = {"compute_capability": getattr(gpus[0], "compute_capability", None)}
+        else:
+            import tensorflow as tf
+            gpus = tf.config.list_physical_devices("GPU")
+            if not gpus:
+                return None
+            device_details = tf.config.experimental.get_device_details(gpus[0])
     capability = device_details.get("compute_capability")
-    return bool(capability) and tuple(capability) >= (8, 0)
+    try:
+        return bool(capability) and has_bfloat16(capability)
+    except (TypeError, ValueError):
+        return False
 
 
 def resolve_precision(precision: str, cpuinfo="/proc/cpuinfo", gpu_bfloat16=None) -> str:
@@ -393,7 +404,7 @@ def resolve_precision(precision: str, cpuinfo="/proc/cpuinfo", gpu_bfloat16=None
     on_accelerator = any(not str(d).lower().startswith("cpu") for d in keras.distribution.list_devices())
     if on_accelerator:
         if gpu_bfloat16 is None:
-            gpu_bfloat16 = gpu_has_bfloat16() if keras.backend.backend() == "tensorflow" else False
+            gpu_bfloat16 = gpu_has_bfloat16()
         return "mixed_bfloat16" if gpu_bfloat16 else "float32"
     return "mixed_bfloat16" if cpu_has_native_bfloat16(cpuinfo) else "float32"
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import keras
 import pytest
 
-BACKEND_AGNOSTIC = ["test_vqvae.py", "test_losses.py", "test_training.py", "test_prior.py", "test_sampling.py"]
+BACKEND_AGNOSTIC = ["test_vqvae.py", "test_losses.py", "test_training.py", "test_prior.py", "test_sampling.py",
+                    "test_tensorboard.py"]
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="runs the JAX pass from the TensorFlow session")

@@ -121,6 +121,14 @@ def test_precision_follows_the_gpu(answer, precision, words, capsys):
         assert environ == {"OTHER": "1", "BRAINVQ_PRECISION": precision}
 
 
+def test_a_bad_precision_in_the_environment_names_the_variable(monkeypatch):
+    from brainvq_utils.config import load_params
+    from brainvq_utils.errors import BrainVQError
+    monkeypatch.setenv(colab.PRECISION_ENV, "half")
+    with pytest.raises(BrainVQError, match="prior_precision='half' is not known.*BRAINVQ_PRECISION"):
+        load_params("smoke")
+
+
 def test_the_chosen_precision_is_the_prior_precision_default(monkeypatch):
     from brainvq_utils.config import load_params
     monkeypatch.setenv("BRAINVQ_PRECISION", "mixed_bfloat16")
@@ -136,7 +144,7 @@ def test_no_nvidia_smi_means_no_gpu(monkeypatch):
 # ----------------------------------------------------------------------------- the cell
 def test_the_cell_holds_the_repo_url_default():
     cell = colab.setup_cell_source()
-    assert colab.REPO_URL == "https://github.com/brainvq/brainvq"
+    assert colab.REPO_URL.startswith("https://github.com/")
     assert f'os.environ.get("BRAINVQ_REPO", "{colab.REPO_URL}")' in cell
     assert cell.count("https://") == 1 and "git+" not in cell
     assert "sys.path" not in cell   # test_notebooks_format: the notebooks import the installed package

@@ -306,3 +306,22 @@ def test_bad_fractions(oasis):
         data.load_dataset("folder", oasis, validate_fraction=0.6, test_fraction=0.5)
     with pytest.raises(BrainVQError, match="unknown check"):
         data.load_dataset("oasis", oasis, check="deep")
+
+
+def test_lazy_images_read_only_what_is_asked_and_stream_in_chunks(tmp_path):
+    from brainvq_utils.data import LazyImages, load_dataset
+    from brainvq_utils.synthetic import build_cohort
+
+    build_cohort(tmp_path, subjects=4, size=32, workers=1)
+    split = load_dataset("oasis", tmp_path).train
+    whole = split.load(32)
+    lazy = split.lazy(32, chunk=10)
+    assert isinstance(lazy, LazyImages) and len(lazy) == len(whole) and lazy.shape == whole.shape
+    idx = np.array([5, 0, 5, len(whole) - 1])
+    np.testing.assert_array_equal(lazy[idx], whole[idx])                # in the order asked, repeats too
+    np.testing.assert_array_equal(lazy[3], whole[3])
+    starts = [(start, len(images)) for start, images in lazy.chunks()]
+    assert starts == [(s, min(10, len(whole) - s)) for s in range(0, len(whole), 10)]
+    np.testing.assert_array_equal(np.concatenate([images for _, images in lazy.chunks()]), whole)
+    assert isinstance(split.images(32), np.ndarray)                    # small: one array
+    assert isinstance(split.images(32, in_memory_below=1024), LazyImages)   # large: read in chunks

@@ -344,3 +344,37 @@ def test_candidate_search_finds_the_exhaustive_nearest_neighbour_on_brain_slices
         pytest.approx(exact["plain"][0][:2], abs=1e-6)
     with pytest.raises(BrainVQError, match="candidates=0"):
         metrics.nearest_neighbour_ssim(queries, refs, candidates=0)
+
+
+class Chunked:
+    """References read a chunk at a time, as data.LazyImages serves them."""
+
+    def __init__(self, images, size):
+        self.images, self.size, self.reads = images, size, 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def chunks(self):
+        for start in range(0, len(self.images), self.size):
+            self.reads += 1
+            yield start, self.images[start:start + self.size]
+
+
+@pytest.mark.parametrize("candidates", [None, 16])
+def test_streamed_references_give_what_the_whole_array_gives(candidates):
+    rng = np.random.default_rng(3)
+    refs = np.concatenate([render_subject(i, seed=2, size=64, slices=16)[..., None] for i in range(5)])
+    queries = np.concatenate([render_subject(i, seed=2, size=64, slices=16)[..., None] for i in (6, 7)])[::3]
+    queries = np.clip(queries + rng.normal(0, 0.02, queries.shape) * (queries > 0), 0, 1).astype("float32")
+    whole = metrics.nearest_neighbour_ssim(queries, refs, masked=True, candidates=candidates)
+    chunked = Chunked(refs, 23)                                        # chunks that do not divide 80
+    streamed = metrics.nearest_neighbour_ssim(queries, chunked, masked=True, candidates=candidates)
+    for kind in ("plain", "masked"):
+        np.testing.assert_allclose(streamed[kind][0], whole[kind][0], atol=1e-6)
+        np.testing.assert_array_equal(streamed[kind][1], whole[kind][1])
+    assert chunked.reads == (4 if candidates is None else 8)           # one pass, or two
+    plain = metrics.nearest_neighbour_ssim(queries, Chunked(refs, 7), candidates=candidates)
+    np.testing.assert_allclose(plain[0], whole["plain"][0], atol=1e-6)
+    with pytest.raises(BrainVQError, match="differ in size"):
+        metrics.nearest_neighbour_ssim(queries[:, :32, :32], Chunked(refs, 23), candidates=candidates)

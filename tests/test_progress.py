@@ -2,6 +2,7 @@
 shows them, and the quiet terminal that sends everything else to the run's log."""
 
 import io
+import os
 import subprocess
 import sys
 
@@ -38,11 +39,45 @@ def test_bar_reports_its_count_and_the_end(status_file):
     assert progress.read(status_file) == "sampling: 10/10 rows"
 
 
-def test_headless_means_a_line_per_epoch_and_no_bars(monkeypatch):
+def test_a_watched_notebook_gets_live_bars_unless_headless(monkeypatch):
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)
+    monkeypatch.delenv(progress.HEADLESS_ENV, raising=False)
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/02_vqvae_training.ipynb")    # JupyterLab started it
+    assert progress.interactive() and progress.keras_verbose() == 1
     monkeypatch.setenv(progress.HEADLESS_ENV, "1")
     assert not progress.interactive() and progress.keras_verbose() == 2
-    monkeypatch.setenv(progress.HEADLESS_ENV, "0")
-    assert progress.keras_verbose() == (1 if progress.interactive() else 2)
+    monkeypatch.delenv(progress.HEADLESS_ENV)
+    monkeypatch.delenv("JPY_SESSION_NAME")                                         # papermill / nbval started it
+    assert not progress.interactive() and progress.keras_verbose() == 2
+
+
+NATIVE_START = """
+import os, sys
+from brainvq_utils.progress import quiet_native_startup, STARTUP_LINES
+before = len(STARTUP_LINES)             # importing brainvq_utils loaded TensorFlow: its lines are in already
+try:
+    with quiet_native_startup():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
+        os.write(2, b"I0000 00:00:1795331450.853834   21853 cudart_stub.cc:31] Could not find cuda drivers\\n")
+        os.write(2, b"a Python warning\\n")
+        if sys.argv[1] == "fail":
+            raise ImportError("no such module")
+finally:
+    print(len(STARTUP_LINES) - before)
+"""
+
+
+@pytest.mark.parametrize("how", ["ok", "fail"])
+def test_native_start_up_lines_are_kept_off_the_terminal_and_the_rest_is_not(how):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", NATIVE_START, how], capture_output=True, text=True, env=env)
+    if how == "ok":
+        assert done.returncode == 0 and done.stdout.strip() == "2"          # the two native lines are kept ...
+        assert done.stderr == "a Python warning\n"                          # ... and nothing else
+    else:                                                                   # a failed import shows everything
+        assert done.returncode == 1 and done.stdout.strip() == "0"
+        assert "Could not find cuda drivers" in done.stderr and "a Python warning" in done.stderr
+        assert "ImportError: no such module" in done.stderr
 
 
 class FakeTTY(io.StringIO):
@@ -73,7 +108,7 @@ def test_terminal_on_a_tty_rewrites_one_line_in_place():
 
 def test_quiet_terminal_sends_child_processes_and_stderr_to_the_log(tmp_path, capfd):
     log = tmp_path / "run.log"
-    with pipeline._quiet_terminal(log, verbose=False) as terminal:
+    with open(log, "a") as log_file, pipeline._quiet_terminal(log_file, verbose=False) as terminal:
         terminal.write("progress line\n")
         terminal.flush()
         print("a print")
@@ -90,9 +125,16 @@ def test_quiet_terminal_sends_child_processes_and_stderr_to_the_log(tmp_path, ca
 
 
 def test_verbose_terminal_changes_nothing(tmp_path, capfd):
-    with pipeline._quiet_terminal(tmp_path / "run.log", verbose=True) as terminal:
+    with pipeline._quiet_terminal(None, verbose=True) as terminal:
         terminal.write("shown\n")
         print("also shown", file=sys.stderr)
     shown = capfd.readouterr()
     assert shown.out == "shown\n" and "also shown" in shown.err
-    assert not (tmp_path / "run.log").exists()
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_status_interval_is_one_line(monkeypatch, value):
+    monkeypatch.setenv("BRAINVQ_STATUS_EVERY_S", value)
+    with pytest.raises(Exception, match="BRAINVQ_STATUS_EVERY_S=.* must be a number of seconds"):
+        pipeline.status_interval()
+    assert pipeline.status_interval("2.5") == 2.5

@@ -184,6 +184,8 @@ def test_auto_precision_on_a_gpu_follows_its_bfloat16_support(tmp_path, monkeypa
     assert training.gpu_has_bfloat16({"compute_capability": (9, 0)})
     assert not training.gpu_has_bfloat16({"compute_capability": (7, 5), "device_name": "Tesla T4"})
     assert not training.gpu_has_bfloat16({})
+    assert training.gpu_has_bfloat16({"compute_capability": "8.6"})                 # as JAX writes it
+    assert not training.gpu_has_bfloat16({"compute_capability": "7.0"})
     without = tmp_path / "b"
     without.write_text("processor : 0\nflags : fpu sse2 avx2\n")
     monkeypatch.setattr(keras.distribution, "list_devices", lambda *a: ["gpu:0"])
