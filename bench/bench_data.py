@@ -13,7 +13,8 @@ Then each step runs in a fresh process (so that its peak resident memory is its 
 - ``encode``: every split encoded to code maps by the (untrained) demo VQ-VAE: images/s;
 - ``score``: the generation scores of notebook 05 (``generation.generation_scores``) for ``--n``
   test slices standing in for samples, against the whole training split
-  (``SliceSplit.images``: read a chunk at a time when large): seconds.
+  (``SliceSplit.images``: read a chunk at a time when large; ``--in-memory``: all of it loaded
+  into one array first, as notebook 05 did before): seconds.
 
 Prints a table (images/s, seconds, peak resident memory of each step) and one JSON line. The
 target (issue 10): every step at most 3 GiB, growing by less than 10% from 10,000 to 30,000
@@ -69,7 +70,7 @@ def demo_vqvae(image_size: int):
     return compile_vqvae(model, cfg)
 
 
-def run_step(step: str, root: Path, image_size: int, n: int, steps: int, batch: int) -> dict:
+def run_step(step: str, root: Path, image_size: int, n: int, steps: int, batch: int, in_memory: bool = False) -> dict:
     """One step in this process; returns its figures."""
     import numpy as np
 
@@ -110,7 +111,7 @@ def run_step(step: str, root: Path, image_size: int, n: int, steps: int, batch: 
         test = ds.test.subset(np.sort(rng.choice(len(ds.test), min(n, len(ds.test)), replace=False)))
         queries = test.load(image_size)
         noise = rng.uniform(0, 1, (min(100, n), image_size, image_size, 1)).astype("float32")
-        reference = ds.train.images(image_size)
+        reference = ds.train.load(image_size) if in_memory else ds.train.images(image_size)
         out["reference"] = type(reference).__name__
         section, _ = generation.generation_scores(queries, reference, queries, noise, 0.0)
         out["nn_ssim_mean"] = section["nn_ssim_mean"]
@@ -127,12 +128,14 @@ def main():
     parser.add_argument("--steps", type=int, default=200, help="training steps for the input-wait share")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument("--in-memory", action="store_true",
+                        help="score: load the whole training split into one array first (as before issue 10)")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)     # internal: one step, this process
     parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
         print("RESULT " + json.dumps(run_step(args.step, Path(args.root), args.image_size, args.n, args.steps,
-                                              args.batch_size)))
+                                              args.batch_size, args.in_memory)))
         return
 
     rows = []
@@ -140,7 +143,8 @@ def main():
         root = ensure_cohort(size)
         for step in args.only:
             cmd = [sys.executable, __file__, "--step", step, "--root", str(root), "--image-size", str(args.image_size),
-                   "--n", str(args.n), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+                   "--n", str(args.n), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                   *(["--in-memory"] if args.in_memory else [])]
             done = subprocess.run(cmd, capture_output=True, text=True)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode or not lines:
@@ -167,7 +171,8 @@ def main():
         print("growth of peak memory from the smallest to the largest size: "
               + ", ".join(f"{k} {v:+.1%}" for k, v in growth.items()))
     import keras
-    print(json.dumps({"bench": "data", "image_size": args.image_size, "sizes": args.sizes, "results": rows,
+    print(json.dumps({"bench": "data", "image_size": args.image_size, "sizes": args.sizes,
+                      "in_memory": args.in_memory, "results": rows,
                       "peak_growth": growth,
                       "machine": f"{platform.machine()} {os.cpu_count()} CPU cores, keras {keras.__version__} "
                                  f"({keras.backend.backend()})"}))

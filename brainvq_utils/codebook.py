@@ -5,12 +5,21 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from .errors import BrainVQError
+
 
 def encode_split(model, split, image_size, batch_size: int = 64) -> np.ndarray:
     """Code maps (N, h, w) int32 of every image of a split, in split order (streamed)."""
-    maps = [keras.ops.convert_to_numpy(model.encode(np.asarray(x)))
-            for x in split.dataset(image_size, batch_size, cache=None)]   # one pass: nothing to cache
-    return np.concatenate(maps).astype(np.int32)
+    out, start = None, 0
+    for x in split.dataset(image_size, batch_size, cache=None):   # one pass: nothing to cache
+        maps = keras.ops.convert_to_numpy(model.encode(np.asarray(x)))
+        if out is None:      # filled in place: the codes of a split are held once, never copied
+            out = np.empty((len(split), *maps.shape[1:]), np.int32)
+        out[start:start + len(maps)] = maps
+        start += len(maps)
+    if out is None:
+        raise BrainVQError(f"the {split.name} split has no images to encode")
+    return out
 
 
 def project_2d(model) -> tuple[np.ndarray, np.ndarray]:

@@ -90,7 +90,7 @@ class Bar:
 
     def __init__(self, total: int, desc: str, unit: str = "it", show: bool | None = None, every_s: float = 1.0):
         self.total, self.desc, self.unit, self.done = int(total), desc, unit, 0
-        self.every_s, self._last, self._start = every_s, -math.inf, time.perf_counter()
+        self.every_s, self._last, self._first = every_s, -math.inf, None
         self._bar = None
         if interactive() if show is None else show:
             from tqdm.auto import tqdm
@@ -98,6 +98,8 @@ class Bar:
 
     def update(self, n: int = 1) -> None:
         self.done += n
+        if self._first is None:      # the rate is timed from the first update on: it excludes compiling
+            self._first = (time.perf_counter(), self.done)
         if self._bar is not None:
             self._bar.update(n)
         now = time.perf_counter()
@@ -106,10 +108,10 @@ class Bar:
             report(self.status())
 
     def status(self) -> str:
-        elapsed = time.perf_counter() - self._start
         left = ""
-        if 0 < self.done < self.total:
-            left = f", about {elapsed / self.done * (self.total - self.done):.0f} s left"
+        if self._first is not None and self._first[1] < self.done < self.total:
+            per_unit = (time.perf_counter() - self._first[0]) / (self.done - self._first[1])
+            left = f", about {per_unit * (self.total - self.done):.0f} s left"
         return f"{self.desc}: {self.done}/{self.total} {self.unit}s{left}"
 
     def close(self) -> None:

@@ -185,16 +185,21 @@ def test_shuffle_is_seeded_and_targets_are_pairs(oasis, cache):
     assert sizes == [4]
 
 
-def test_cache_auto_goes_to_file_above_threshold_without_full_reads(oasis, tmp_path, monkeypatch):
+def test_cache_auto_streams_above_threshold_and_file_caches_on_request(oasis, tmp_path, monkeypatch):
     split = data.load_dataset("oasis", oasis).train
     monkeypatch.setattr(data.SliceSplit, "load", lambda *a, **k: pytest.fail("dataset() called load()"))
-    assert data.resolve_cache("auto", 30_000, 256, cache_dir=tmp_path / "big") != "memory"  # ADNI-size
+    assert data.resolve_cache("auto", 30_000, 256, cache_dir=tmp_path / "big") is None   # ADNI-size: streamed
+    assert not (tmp_path / "big").exists()
     assert data.resolve_cache("auto", 10, 16) == "memory"
-    target = data.resolve_cache("auto", 10, 16, threshold_bytes=1, cache_dir=tmp_path / "c")
+    target = data.resolve_cache("file", 10, 16, cache_dir=tmp_path / "c")
     assert target.startswith(str(tmp_path / "c"))
+    whole = np.concatenate(list(split.dataset(16, batch_size=2, cache=None)))
+    streamed = split.dataset(16, batch_size=2, shuffle=True, cache="auto", cache_threshold_bytes=1)
+    first, second = (np.concatenate(list(streamed)) for _ in range(2))
+    assert len(first) == len(whole) == 6 and not np.array_equal(first, second)     # a new order every epoch
+    np.testing.assert_array_equal(np.sort(first.reshape(6, -1), 0), np.sort(whole.reshape(6, -1), 0))
     cache_dir = tmp_path / "cache"
-    ds = split.dataset(16, batch_size=2, repeat=False, cache="auto", cache_threshold_bytes=1,
-                       cache_dir=cache_dir)
+    ds = split.dataset(16, batch_size=2, repeat=False, cache="file", cache_dir=cache_dir)
     assert sum(b.shape[0] for b in ds) == 6
     assert any(cache_dir.iterdir())
 

@@ -30,11 +30,12 @@ def test_report_writes_one_line_only_where_asked(tmp_path, status_file, monkeypa
 
 def test_bar_reports_its_count_and_the_end(status_file):
     with progress.Bar(10, "sampling", "row", show=False, every_s=3600) as bar:
-        bar.update(1)                       # the first update always reports
-        assert progress.read(status_file).startswith("sampling: 1/10 rows, about")
+        bar.update(1)                       # the first update always reports (no time left yet: it
+        assert progress.read(status_file) == "sampling: 1/10 rows"   # may have compiled the step)
         for _ in range(8):
             bar.update(1)                   # throttled: nothing new within the hour
-        assert progress.read(status_file).startswith("sampling: 1/10 rows")
+        assert progress.read(status_file) == "sampling: 1/10 rows"
+        assert bar.status().startswith("sampling: 9/10 rows, about ") and bar.status().endswith(" s left")
         bar.update(1)                       # the last one always reports
     assert progress.read(status_file) == "sampling: 10/10 rows"
 
