@@ -9,10 +9,11 @@ from .errors import BrainVQError
 
 
 def encode_split(model, split, image_size, batch_size: int = 16) -> np.ndarray:
-    """Code maps (N, h, w) of every image of a split, in split order (streamed): (int16 for a
+    """Code maps (N, h, w) of every image of a split, in split order, streamed: int16 for a
     codebook of up to 32,767 codes, which halves what an ADNI-size split's maps hold in memory
-    and in ``codes.npz`` (``brainvq bench data``), int32 above that. Batches of 16 keep the
-    encoder's transient activations small: the peak at 30,016 slices fell from 1.12 to 0.93 GiB.)"""
+    and in ``codes.npz``, int32 above that. Batches of 16 keep the encoder's transient
+    activations small (``brainvq bench data``: the peak at 30,016 slices fell from 1.12 to
+    0.93 GiB)."""
     out, start = None, 0
     for x in split.dataset(image_size, batch_size, cache=None):   # one pass: nothing to cache
         maps = keras.ops.convert_to_numpy(model.encode(np.asarray(x)))
