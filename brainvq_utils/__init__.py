@@ -15,5 +15,11 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .progress import quiet_native_startup as _quiet_native_startup  # noqa: E402
 
+if _os.environ.get("BRAINVQ_VIRTUAL_CPUS"):   # split the CPU into devices before the backend starts
+    from .devices import virtual_cpus as _virtual_cpus  # noqa: E402
+
+    with _quiet_native_startup():
+        _virtual_cpus(_os.environ["BRAINVQ_VIRTUAL_CPUS"])
+
 with _quiet_native_startup():
     from . import losses, priors, sampling, vqvae  # noqa: E402,F401  (registers the custom Keras objects for load_model)

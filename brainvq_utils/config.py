@@ -155,6 +155,14 @@ class SamplingConfig:
 @dataclass(frozen=True)
 class RunConfig:
     tensorboard: bool = False         # write TensorBoard logs (scalars and images) to <run_dir>/logs/
+    devices: str = "auto"             # auto (every GPU/TPU, or one CPU device) | 1 | N: data-parallel training
+
+    def __post_init__(self):
+        from .devices import parse
+        if isinstance(self.devices, int) and not isinstance(self.devices, bool):
+            object.__setattr__(self, "devices", str(self.devices))   # overrides={"devices": 2}
+        _check_types(self)
+        parse(self.devices)
 
 
 STAGES = (DataConfig, VQVAEConfig, PriorConfig, SamplingConfig, RunConfig)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from . import devices as devices_lib
 from . import metrics, progress, tensorboard_logs
 from .config import VQVAEConfig, save_config
 from .errors import BrainVQError
@@ -113,7 +115,8 @@ class TrainClock(keras.callbacks.Callback):
 
 class BitsPerCode(keras.callbacks.Callback):
     """A prior's cross-entropy in bits per code (its loss, in nats, over ln 2), train and
-    validation; for a masked-token prior, in bits per masked code."""
+    validation; for a masked-token prior, in bits per hidden code (each map's mean over its
+    hidden codes, averaged over maps: ``mask_codes``)."""
 
     def on_epoch_end(self, epoch, logs=None):
         for key in ("loss", "val_loss"):
@@ -174,18 +177,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
 def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time_budget_s=0.0,
                   steps_per_epoch=0, seed=0, monitors=lambda model: [], validation_data=None,
                   retrain=False, tensorboard=False, tensorboard_images=None, verbose=None,
-                  export=lambda model: model, label=None):
+                  export=lambda model: model, label=None, devices="auto", batch_size=None):
     """Fit ``build()`` (a compiled model), or continue an interrupted fit, or load a finished one.
 
     Saves ``export(model)`` as ``run_dir/<name>.keras`` at the end and, after every epoch, a
     checkpoint (the model as trained, with its optimizer) and the history in
-    ``run_dir/checkpoints/``; a killed run continues from its last finished epoch.
-    ``monitors(model)`` gives callbacks that add keys to the epoch logs. ``tensorboard``: write
-    the epoch logs, and the pictures ``tensorboard_images(model)`` makes, to
-    ``run_dir/logs/<name>/`` (``tensorboard_logs``). ``verbose``: Keras' (None: a live bar when
-    someone watches, a line per epoch headless; ``progress.keras_verbose``). ``label``: the
-    model's name in progress lines.
-    Returns ``(export(model), history)``.
+    ``run_dir/checkpoints/``; a killed run continues from its last finished epoch, on any number
+    of devices. ``monitors(model)`` gives callbacks that add keys to the epoch logs.
+    ``tensorboard``: write the epoch logs, and the pictures ``tensorboard_images(model)`` makes,
+    to ``run_dir/logs/<name>/`` (``tensorboard_logs``). ``verbose``: Keras' (None: a live bar
+    when someone watches, a line per epoch headless; ``progress.keras_verbose``). ``label``: the
+    model's name in progress lines. ``devices``: ``auto``, 1 or N (``devices.scope``): the
+    batches of ``train_ds`` are global batches of ``batch_size``, split evenly across the devices
+    (checked when given; under JAX a last smaller batch that does not split is left out).
+    Returns ``(export(model), history)``; the model is a one-device model whatever ``devices``.
     """
     run_dir = Path(run_dir)
     final = run_dir / f"{name}.keras"
@@ -195,30 +200,63 @@ def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time
     if final.exists() and not retrain:
         print(f"{final} exists: loading it instead of training (pass retrain=True to train again)")
         return keras.saving.load_model(final), state.get("history", {})
-    if state and last.exists():
-        model = keras.saving.load_model(last)
-        history, initial_epoch = state["history"], state["epoch"] + 1
-        print(f"resuming from the checkpoint of epoch {initial_epoch} in {ckpt_dir}")
-    else:
-        model, history, initial_epoch = build(), {}, 0
-    spent = history.get("train_seconds", [0.0])[-1]
-    clock = TrainClock(spent, time_budget_s)
-    callbacks = [clock, CosineByProgress(learning_rate, epochs, time_budget_s, clock), *monitors(model),
-                 EpochCheckpoint(ckpt_dir, name, history), ProgressReport(label or name, epochs, clock)]
-    if tensorboard:   # after the monitors, so that it sees every key they add
-        callbacks += tensorboard_logs.callbacks(run_dir / "logs" / name, tensorboard_images)
-    done_by_time = time_budget_s and spent >= time_budget_s
-    if initial_epoch < epochs and not done_by_time:
-        keras.utils.set_random_seed(seed + initial_epoch)
-        steps = steps_per_epoch or None
-        model.fit(train_ds.repeat() if steps else train_ds, epochs=epochs, steps_per_epoch=steps,
-                  initial_epoch=initial_epoch, callbacks=callbacks, validation_data=validation_data,
-                  shuffle=False, verbose=progress.keras_verbose() if verbose is None else verbose)
-        # (tf.data pipelines shuffle themselves)
-    model = export(model)
-    model.save(final)
+    with devices_lib.scope(devices) as chosen:
+        if batch_size:
+            devices_lib.global_batch_check(batch_size, len(chosen))
+        if len(chosen) > 1:
+            print(f"training {label or name} on {len(chosen)} devices: {', '.join(chosen)}")
+        if state and last.exists():
+            model = keras.saving.load_model(last)
+            history, initial_epoch = state["history"], state["epoch"] + 1
+            print(f"resuming from the checkpoint of epoch {initial_epoch} in {ckpt_dir}")
+        else:
+            keras.utils.set_random_seed(seed)   # the initial weights too come from the seed
+            model, history, initial_epoch = build(), {}, 0
+        spent = history.get("train_seconds", [0.0])[-1]
+        clock = TrainClock(spent, time_budget_s)
+        callbacks = [clock, CosineByProgress(learning_rate, epochs, time_budget_s, clock), *monitors(model),
+                     EpochCheckpoint(ckpt_dir, name, history), ProgressReport(label or name, epochs, clock)]
+        if tensorboard:   # after the monitors, so that it sees every key they add
+            callbacks += tensorboard_logs.callbacks(run_dir / "logs" / name, tensorboard_images)
+        done_by_time = time_budget_s and spent >= time_budget_s
+        if initial_epoch < epochs and not done_by_time:
+            keras.utils.set_random_seed(seed + initial_epoch)
+            steps = steps_per_epoch or None
+            if len(chosen) > 1 and keras.backend.backend() == "jax":
+                train_ds, validation_data = (_whole_batches(d, len(chosen)) for d in (train_ds, validation_data))
+            with warnings.catch_warnings():
+                # A filtered dataset (above) has no known length; Keras learns it in the first epoch
+                # and warns that the input "ran out of data" at its end, which is expected here.
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                model.fit(train_ds.repeat() if steps else train_ds, epochs=epochs, steps_per_epoch=steps,
+                          initial_epoch=initial_epoch, callbacks=callbacks, validation_data=validation_data,
+                          shuffle=False, verbose=progress.keras_verbose() if verbose is None else verbose)
+            # (tf.data pipelines shuffle themselves)
+        model = export(model)
+        model.save(final)
     write_json(state_file, {"epoch": len(history.get("loss", [])) - 1, "history": history, "finished": True})
+    if len(chosen) > 1:   # the one-device model the notebooks go on with
+        model = keras.saving.load_model(final)
     return model, history
+
+
+def tf_nest_first(batch):
+    """The first tensor of a (nested) batch."""
+    import tensorflow as tf
+    return tf.nest.flatten(batch)[0]
+
+
+def _whole_batches(ds, n_devices):
+    """A dataset of batches without the (last) batch whose size does not split evenly across
+    ``n_devices`` (JAX's DataParallel cannot place it); None stays None."""
+    if ds is None:
+        return None
+    import tensorflow as tf
+
+    def even(*batch):
+        return tf.shape(tf_nest_first(batch))[0] % n_devices == 0
+
+    return ds.filter(even)
 
 
 def compile_vqvae(model, cfg: VQVAEConfig):
@@ -227,11 +265,13 @@ def compile_vqvae(model, cfg: VQVAEConfig):
 
 
 def train_vqvae(train_ds, val_ds, cfg: VQVAEConfig, image_size, run_dir, *, retrain=False,
-                tensorboard=False, verbose=None):
+                tensorboard=False, verbose=None, devices="auto", batch_size=None):
     """Fit a VQ-VAE (see ``fit_resumable``). ``train_ds`` yields (x, x), ``val_ds`` x batches.
     With ``tensorboard``, the logs hold the same 8 validation slices (every 4th of the first 32:
     one subject's levels, where the split is ordered by subject) and their reconstructions every
     epoch.
+
+    ``devices``: ``auto``, 1 or N, ``batch_size``: the global batch of ``train_ds`` (``fit_resumable``).
 
     Returns ``(model, history)``; the model is also saved as ``run_dir/vqvae.keras``.
     """
@@ -244,7 +284,8 @@ def train_vqvae(train_ds, val_ds, cfg: VQVAEConfig, image_size, run_dir, *, retr
     return fit_resumable("vqvae", build, train_ds, run_dir, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
                          time_budget_s=cfg.time_budget_s, steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed,
                          monitors=lambda m: [CodebookMonitor(m.quantizer), ValidationSSIM(val_ds)],
-                         retrain=retrain, tensorboard=tensorboard, verbose=verbose, label="VQ-VAE",
+                         retrain=retrain, tensorboard=tensorboard, verbose=verbose, label="VQ-VAE", devices=devices,
+                         batch_size=batch_size,
                          tensorboard_images=tensorboard_logs.reconstruction_images(_first(val_ds, 32)[::4])
                          if tensorboard else None)
 
@@ -317,7 +358,10 @@ def mask_codes(codes, mask_token: int, seed):
     """Hide a random share of each map's codes behind ``mask_token`` (MaskGIT's training):
     the share is ``cos(pi r / 2)`` with ``r ~ U(0, 1)`` per map, at least one code, and the
     hidden positions are uniform. ``seed`` is a stateless seed (2 ints). Returns the masked
-    codes and the mask (1.0 where hidden) as weights for the loss."""
+    codes and the loss weights: zero where shown, ``h*w / hidden`` where hidden, so that the
+    mean over a batch of weighted cross-entropies is the mean over maps of each map's mean over
+    its hidden codes (a per-map average, which a batch split across devices does not change;
+    a weighted mean over the batch's hidden codes would be taken per device)."""
     import tensorflow as tf
 
     shape = tf.shape(codes)
@@ -328,29 +372,36 @@ def mask_codes(codes, mask_token: int, seed):
     scores = tf.random.stateless_uniform([batch, total], seed=seed + tf.constant([0, 1], seed.dtype))
     ranks = tf.argsort(tf.argsort(scores, axis=1), axis=1)          # a random permutation per map
     mask = tf.reshape(ranks < hidden[:, None], shape)
-    return tf.where(mask, tf.cast(mask_token, codes.dtype), codes), tf.cast(mask, tf.float32)
+    scale = tf.cast(total, tf.float32) / tf.cast(hidden, tf.float32)
+    weights = tf.cast(mask, tf.float32) * tf.reshape(scale, [-1, 1, 1])
+    return tf.where(mask, tf.cast(mask_token, codes.dtype), codes), weights
 
 
-def masked_code_dataset(ds, mask_token: int, seed: int = 0):
+def masked_code_dataset(ds, mask_token: int, seed: int = 0, rerandomize: bool = True):
     """(inputs, codes) batches -> (inputs with masked codes, codes, weights): the training data
-    of a masked-token prior, new masks every epoch (seeded), loss on the hidden codes only."""
+    of a masked-token prior, new masks every pass over the data (seeded; ``rerandomize=False``:
+    the same masks every pass), loss on the hidden codes only. Each map gets its own draw
+    before the maps are batched again, so the masks do not depend on how a batch is split
+    across devices (MirroredStrategy re-batches the pipeline)."""
     import tensorflow as tf
+
+    batch = int(tf_nest_first(next(iter(ds))).shape[0])
 
     def apply(pair, draw):
         inputs, codes = pair
-        masked, weights = mask_codes(codes, mask_token, tf.stack([tf.constant(seed, tf.int64), draw]))
-        return {**inputs, "codes": masked}, codes, weights
+        masked, weights = mask_codes(codes[None], mask_token, tf.stack([tf.constant(seed, tf.int64), draw]))
+        return {**inputs, "codes": masked[0]}, codes, weights[0]
 
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    return tf.data.Dataset.zip((ds, draws)).map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=rerandomize)
+    masked = tf.data.Dataset.zip((ds.unbatch(), draws)).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    return masked.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
 def compile_prior(model, learning_rate: float):
     """Adam on the cross-entropy of the codes; a masked-token prior averages it over the hidden
-    codes only (its datasets carry the mask as sample weights)."""
-    reduction = "mean_with_sample_weight" if model.mask_token else "sum_over_batch_size"
+    codes only (its datasets carry the mask as sample weights, ``mask_codes``)."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return model
 
@@ -426,7 +477,7 @@ def prior_builder(cfg, num_codes: int, grid, num_positions: int = 0, num_classes
 
 
 def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorboard=False, vqvae=None,
-                verbose=None):
+                verbose=None, devices="auto"):
     """Fit the prior on code maps (see ``fit_resumable``); ``build()`` returns an uncompiled prior
     (``prior_builder``). A prior trained in mixed precision is saved and returned in float32
     (``priors.float32_copy``); its checkpoints keep the training precision for a resume.
@@ -449,7 +500,7 @@ def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorb
                          time_budget_s=cfg.prior_time_budget_s, seed=cfg.prior_seed, validation_data=val_ds,
                          monitors=lambda m: [BitsPerCode()], retrain=retrain, tensorboard=tensorboard,
                          tensorboard_images=images, verbose=verbose, export=priors.float32_copy,
-                         label=f"prior ({cfg.prior_arch})")
+                         label=f"prior ({cfg.prior_arch})", devices=devices, batch_size=cfg.prior_batch_size)
 
 
 def prior_scores(model, dataset) -> dict:

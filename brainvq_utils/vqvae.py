@@ -19,14 +19,20 @@ drawn with probability proportional to their squared quantisation error; since e
 count starts at zero, the first training batch initialises the whole codebook this way.
 
 Every state change happens inside ``call`` on non-trainable variables (as
-BatchNormalization does), so the same code trains on TensorFlow, JAX and PyTorch.
+BatchNormalization does), so the same code trains on TensorFlow, JAX and PyTorch. On
+several devices the counts, sums and restart candidates come from the whole global batch
+(``devices.all_sum``, ``all_gather``), so every replica holds the same codebook as one
+device would (``devices``' docstring says why this is needed under MirroredStrategy).
 """
 
 from __future__ import annotations
 
+import threading
+
 import keras
 from keras import layers, ops
 
+from . import devices
 from .errors import BrainVQError
 
 PACKAGE = "brainvq"
@@ -66,6 +72,10 @@ class VectorQuantizer(layers.Layer):
         self.restart_below = float(restart_below)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # The commitment (and codebook) loss of the last call in this thread; VQVAE.compute_loss adds
+        # it. Not ``add_loss``: under MirroredStrategy the replicas' threads share a layer's loss list,
+        # and the all-reduces in ``call`` let one replica clear or read another's entry.
+        self._loss_slot = threading.local()
 
     def build(self, input_shape):
         if input_shape[-1] != self.code_dim:
@@ -74,16 +84,21 @@ class VectorQuantizer(layers.Layer):
         k, d = self.num_codes, self.code_dim
         init = keras.initializers.RandomUniform(-1.0 / k, 1.0 / k, seed=self.seed)
         # ``base`` holds the codebook (ema) or the part of it that restarts set (gradient).
-        self.base = self.add_weight(shape=(k, d), initializer=init, trainable=False, name="base")
+        # State set in ``call``: computed from the global batch, identical on every replica, and
+        # written from replica 0 only ("only_first_replica"), so that copies cannot drift.
+        def state(shape, name, initializer="zeros"):
+            return self.add_weight(shape=shape, initializer=initializer, trainable=False, name=name,
+                                   aggregation="only_first_replica")
+
+        self.base = state((k, d), "base", init)
         if self.update == "gradient":
             self.delta = self.add_weight(shape=(k, d), initializer="zeros", trainable=True, name="delta")
         else:
-            self.ema_sum = self.add_weight(shape=(k, d), initializer="zeros", trainable=False, name="ema_sum")
-        self.ema_count = self.add_weight(shape=(k,), initializer="zeros", trainable=False, name="ema_count")
+            self.ema_sum = state((k, d), "ema_sum")
+        self.ema_count = state((k,), "ema_count")
         # Codes won since the last reset; a callback resets it every epoch.
-        self.usage_counts = self.add_weight(shape=(k,), initializer="zeros", trainable=False,
-                                            name="usage_counts")
-        self.restarts = self.add_weight(shape=(), initializer="zeros", trainable=False, name="restarts")
+        self.usage_counts = state((k,), "usage_counts")
+        self.restarts = state((), "restarts")
         super().build(input_shape)
 
     @property
@@ -97,6 +112,11 @@ class VectorQuantizer(layers.Layer):
         return (ops.sum(flat**2, axis=1, keepdims=True)
                 - 2.0 * ops.matmul(flat, ops.transpose(codebook))
                 + ops.sum(codebook**2, axis=1)[None, :])
+
+    def vq_loss(self):
+        """The commitment loss (plus the codebook loss with ``update="gradient"``) of the last
+        call in this thread: beta * mean((z - sg[e])^2) [+ mean((sg[z] - e)^2)]."""
+        return getattr(self._loss_slot, "value", 0.0)
 
     def indices(self, z):
         """Code index of every vector: (B, h, w, D) -> (B, h, w) int32."""
@@ -118,9 +138,10 @@ class VectorQuantizer(layers.Layer):
         quantized = ops.reshape(ops.take(codebook, idx, axis=0), shape)
 
         z_sg, q_sg = ops.stop_gradient(z), ops.stop_gradient(quantized)
-        self.add_loss(self.beta * ops.mean((z - q_sg) ** 2))
+        loss = self.beta * ops.mean((z - q_sg) ** 2)
         if self.update == "gradient":
-            self.add_loss(ops.mean((z_sg - quantized) ** 2))
+            loss = loss + ops.mean((z_sg - quantized) ** 2)
+        self._loss_slot.value = loss
         if training:
             self._update_state(ops.stop_gradient(flat), idx, ops.min(ops.stop_gradient(dist), axis=1))
         # Straight-through estimator: forward value of the code, gradient of z.
@@ -129,11 +150,12 @@ class VectorQuantizer(layers.Layer):
     def _update_state(self, flat, idx, min_dist):
         k = self.num_codes
         onehot = ops.one_hot(idx, k, dtype=flat.dtype)
-        counts = ops.sum(onehot, axis=0)
+        counts = devices.all_sum(ops.sum(onehot, axis=0))   # over the global batch
         self.usage_counts.assign(self.usage_counts + counts)
         ema_count = self.decay * self.ema_count + (1.0 - self.decay) * counts
         if self.update == "ema":
-            ema_sum = self.decay * self.ema_sum + (1.0 - self.decay) * ops.matmul(ops.transpose(onehot), flat)
+            sums = devices.all_sum(ops.matmul(ops.transpose(onehot), flat))
+            ema_sum = self.decay * self.ema_sum + (1.0 - self.decay) * sums
             n = ops.sum(ema_count)
             smoothed = (ema_count + self.epsilon) / (n + k * self.epsilon) * n
             base = ema_sum / smoothed[:, None]
@@ -141,10 +163,15 @@ class VectorQuantizer(layers.Layer):
             base = ops.convert_to_tensor(self.base)
         if self.restart_below > 0:
             dead = ema_count < self.restart_below
-            # Candidates drawn in proportion to their squared quantisation error.
-            logits = ops.log(ops.maximum(min_dist, 1e-12))[None, :]
+            # Candidates drawn from the global batch in proportion to their squared quantisation
+            # error; on several replicas each supplies the ones that lie in its shard.
+            logits = ops.log(ops.maximum(devices.all_gather(min_dist), 1e-12))[None, :]
             pick = keras.random.categorical(logits, k, seed=self.seed_generator)[0]
-            candidates = ops.take(flat, pick, axis=0)
+            rows = ops.shape(flat)[0]
+            local = pick - devices.shard_start(rows)
+            mine = (local >= 0) & (local < rows)
+            candidates = ops.take(flat, ops.clip(local, 0, rows - 1), axis=0)
+            candidates = devices.all_sum(ops.where(mine[:, None], candidates, ops.zeros_like(candidates)))
             fresh = 2.0 * self.restart_below
             if self.update == "ema":
                 base = ops.where(dead[:, None], candidates, base)
@@ -291,6 +318,11 @@ class VQVAE(keras.Model):
         out = self.decoder(self.quantizer(self.encoder(x), training=training))
         # The loss sees the raw output; callers get images in [0, 1].
         return out if training else ops.clip(out, 0.0, 1.0)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled reconstruction loss plus the quantiser's (``VectorQuantizer.vq_loss``)."""
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        return loss + devices.replica_share(self.quantizer.vq_loss())
 
     def encode(self, x):
         """Images (B, H, W, 1) -> code maps (B, h, w) int32."""

@@ -118,10 +118,13 @@ def test_gradient_codebook_trains_and_restarts():
     assert [v.name for v in q.trainable_weights] == ["delta"]
     z = np.random.default_rng(6).normal(size=(1, 4, 4, 2)).astype("float32")
     q.delta.assign(np.full((4, 2), 0.5, "float32"))
+    before = np_(q.codebook)
+    quantized = before[np_(q.indices(z))]
     q(z, training=True)   # all counts start at zero: every code restarts to an encoder output
     book = np_(q.codebook)
     assert np.all(((book[:, None] - z.reshape(-1, 2)[None]) ** 2).sum(-1).min(1) < 1e-10)
-    assert len(q.losses) == 2   # commitment + codebook terms
+    expected = (q.beta + 1.0) * np.mean((z - quantized) ** 2)   # commitment + codebook terms
+    assert abs(float(np_(q.vq_loss())) - expected) < 1e-6 * max(expected, 1.0)
 
 
 @pytest.mark.parametrize("kwargs", [dict(update="both"), dict(num_codes=1), dict(decay=1.0)])
