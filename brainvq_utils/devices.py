@@ -109,12 +109,13 @@ def available() -> list[str]:
 
 def resolve(spec) -> list[str]:
     """The devices that ``devices=spec`` means on this machine (``auto``: every accelerator, or
-    one CPU device). One-line error when more are asked for than there are."""
+    one CPU device; in a multi-process JAX run, every process's). One-line error when more are
+    asked for than there are."""
     spec = parse(spec)
     found = available()
     accelerators = [d for d in found if not d.lower().startswith("cpu")]
-    if spec == "auto":
-        return accelerators or found[:1]
+    if spec == "auto":   # one CPU device, except in a multi-process run: every process's
+        return accelerators or (found if _multi_host() else found[:1])
     if spec > len(found):
         raise BrainVQError(
             f"devices={spec} but this machine has {len(found)} ({', '.join(found)}); use devices=auto or at "

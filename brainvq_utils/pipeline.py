@@ -22,7 +22,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paths, plotting
+from . import devices, paths, plotting
 from .config import DataConfig, load_params, stage_config
 from .errors import BrainVQError
 from .runs import default_run_dir, new_run_dir, read_json, require, update_metrics, write_json
@@ -85,6 +85,7 @@ def start(profile: str = "demo", dataset: str = "synthetic", data_dir=None, run_
     if data_dir is not None:
         overrides.setdefault("data_dir", str(data_dir))
     params = load_params(profile, overrides)
+    devices.initialize_multi_host()   # several machines (KERAS_DISTRIBUTION_*): join them first
     run_dir = Path(run_dir).expanduser() if run_dir else default_run_dir(profile)
     run_dir.mkdir(parents=True, exist_ok=True)
     plotting.set_figure_dir(run_dir)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,36 @@ def test_a_checkpoint_written_on_two_devices_resumes_on_one(one_and_two, tmp_pat
     np.testing.assert_allclose(history["loss"], one["vqvae"]["history"]["loss"], rtol=RTOL)
     np.testing.assert_allclose(resumed["vqvae"]["codebook"], one["vqvae"]["codebook"], atol=ATOL)
     shutil.rmtree(tmp_path)
+
+
+def test_two_jax_processes_train_as_one_device(one_and_two, tmp_path):
+    """Several machines: KERAS_DISTRIBUTION_* set, one process per machine (here two on this
+    one, one CPU device each); the same code path joins them (keras.distribution.initialize)."""
+    backend, one, _ = one_and_two
+    if backend != "jax":
+        pytest.skip("several processes are a JAX feature (keras.distribution.initialize)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+               "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(rank)}
+        env.pop("XLA_FLAGS", None)
+        procs.append(subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--devices", "auto", "--virtual", "1", "--models", "vqvae",
+             "--run-dir", str(tmp_path / f"host{rank}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env))
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+        assert proc.returncode == 0 and lines, out[-2000:] + err[-4000:]
+        results.append(json.loads(lines[-1][len("RESULT "):]))
+    for result in results:
+        assert len(result["devices"]) == 2 and result["placed_on"] == [2]
+        assert_same_history(one, result, "vqvae")
+        np.testing.assert_allclose(result["vqvae"]["codebook"], one["vqvae"]["codebook"], atol=ATOL)
 
 
 # ---------------------------------------------------------------- the parameter
