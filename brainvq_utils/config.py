@@ -10,11 +10,9 @@ the flat parameters and saves it next to what it made.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 from .errors import BrainVQError
 
@@ -282,5 +280,5 @@ def stage_config(cls, params: dict):
 
 
 def save_config(cfg, path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    from .runs import write_json
+    write_json(path, dataclasses.asdict(cfg))

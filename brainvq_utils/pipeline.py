@@ -25,7 +25,8 @@ from pathlib import Path
 from . import devices, paths, plotting
 from .config import DataConfig, load_params, stage_config
 from .errors import BrainVQError
-from .runs import default_run_dir, new_run_dir, read_json, require, update_metrics, write_json
+from .runs import (atomic_path, default_run_dir, new_run_dir, read_json, require, run_lock, update_metrics,
+                   write_json)
 
 NOTEBOOKS = ("01_data_exploration", "02_vqvae_training", "03_codebook_inspection",
              "04_pixelcnn_training", "05_generation_and_evaluation")
@@ -279,14 +280,20 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
     ``verbose``: show all of it on the terminal instead. ``status_every_s``: on a pipe or file
     (not a terminal), how often the moving line may add a line (``status_interval``).
     """
-    import papermill
-
-    from .progress import FILE_ENV, HEADLESS_ENV, STARTUP_LINES
-
     status_every_s = status_interval(status_every_s)
     load_params(profile, {**(overrides or {}), "dataset": dataset,
                           **({"data_dir": str(data_dir)} if data_dir else {})})   # fail fast on bad parameters
     run_dir = new_run_dir(run_dir, profile, overwrite=overwrite)
+    with run_lock(run_dir):
+        return _run_locked(run_dir, profile, dataset, data_dir, overrides, only, verbose, status_every_s)
+
+
+def _run_locked(run_dir, profile, dataset, data_dir, overrides, only, verbose, status_every_s) -> Path:
+    """``run_notebooks`` once it holds the run directory."""
+    import papermill
+
+    from .progress import FILE_ENV, HEADLESS_ENV, STARTUP_LINES
+
     names = [n for n in NOTEBOOKS if (paths.notebooks_dir() / f"{n}.ipynb").exists()]
     if only:
         names = [n for n in names if any(n.startswith(o) for o in only)]
@@ -385,7 +392,8 @@ def encode_dataset(ctx: NotebookContext, vqvae, ds, image_size) -> dict:
         out[f"{name}_position"] = np.asarray(split.slices, np.int32)
         out[f"{name}_label"] = np.asarray([out["label_names"].index(y) if y in out["label_names"] else -1
                                            for y in split.labels], np.int32)
-    np.savez_compressed(ctx.run_dir / "codes.npz", **{k: np.asarray(v) for k, v in out.items()})
+    with atomic_path(ctx.run_dir / "codes.npz") as tmp:
+        np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in out.items()})
     return out
 
 

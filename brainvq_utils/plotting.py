@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .errors import BrainVQError
+from .runs import atomic_path
 
 _FIGURE_DIR: Path | None = None
 
@@ -34,7 +35,8 @@ def save_figure(name: str, fig=None, folder=None, dpi: int = 110) -> Path:
     fig = fig or plt.gcf()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{Path(name).stem}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+    with atomic_path(path) as tmp:   # never half a PNG under the final name
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", facecolor="white")
     if "inline" in matplotlib.get_backend().lower():
         plt.show()
     else:

@@ -8,6 +8,8 @@ when something is missing.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -33,13 +35,103 @@ def default_run_dir(profile: str = "demo") -> Path:
     return Path(env).expanduser() if env else paths.runs_dir() / f"notebooks-{profile}"
 
 
+LOCK_FILE = ".brainvq.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's process
+        return True
+    return True
+
+
+def lock_holder(run_dir) -> int | None:
+    """The process id of the live ``brainvq run`` that holds ``run_dir``, or None."""
+    try:
+        pid = int((Path(run_dir) / LOCK_FILE).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and pid != os.getpid() and _alive(pid) else None
+
+
+def refuse_if_in_use(run_dir) -> None:
+    pid = lock_holder(run_dir)
+    if pid:
+        raise BrainVQError(f"run directory {run_dir} is in use by another brainvq run (process {pid}); wait for "
+                           f"it to finish, or choose another --run-dir")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """Hold ``run_dir`` for this process (``<run_dir>/.brainvq.lock`` holds its pid): a second
+    ``brainvq run`` into it refuses, naming this process; a lock left by a killed run is taken over."""
+    path = Path(run_dir) / LOCK_FILE
+    refuse_if_in_use(run_dir)
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        try:
+            os.link(tmp, path)                # atomic: fails if another process got there first
+        except FileExistsError:
+            refuse_if_in_use(run_dir)         # a live holder: refuse; a dead one: take it over
+            os.replace(tmp, path)
+        else:
+            os.unlink(tmp)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if int(path.read_text().strip()) == os.getpid():
+                path.unlink()
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turn a failed write under ``path`` (read-only folder, full disk, ...) into a one-line error
+    naming it."""
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, FileExistsError):
+            raise
+        hint = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some disk space",
+                errno.EACCES: "make it writable", errno.EPERM: "make it writable",
+                errno.EROFS: "use a writable disk"}.get(err.errno, "check the folder")
+        raise BrainVQError(f"cannot write {path}: {err.strerror or err}; {hint} or choose another --run-dir "
+                           f"(nothing written before is changed)") from None
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary name beside ``path`` (same suffix) to write to; renamed to ``path`` when the
+    block ends without error, removed otherwise, so that a killed or failed write never leaves a
+    half-written file under the final name. Write errors become one-line errors (``writing``)."""
+    path = Path(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
 def new_run_dir(name: str | None = None, profile: str = "demo", overwrite: bool = False) -> Path:
-    """Make a fresh run directory; never reuse a non-empty one unless ``overwrite``."""
+    """Make a fresh run directory; never reuse a non-empty one unless ``overwrite``, and never one
+    that another ``brainvq run`` is using (``run_lock``)."""
     if name is None:
         name = f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(name) if os.sep in str(name) or Path(name).is_absolute() else paths.runs_dir() / name
     if run_dir.exists() and not run_dir.is_dir():
         raise BrainVQError(f"run directory {run_dir} is a file; choose a folder name")
+    refuse_if_in_use(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise BrainVQError(f"run directory {run_dir} already holds files; choose another name "
@@ -48,23 +140,16 @@ def new_run_dir(name: str | None = None, profile: str = "demo", overwrite: bool 
             raise BrainVQError(f"{run_dir} holds files but no run.json, so it is not a brainvq run; "
                                f"--overwrite only replaces runs, so choose another folder")
         shutil.rmtree(run_dir)
-    (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+    with writing(run_dir):
+        (run_dir / "figures").mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
 def write_json(path, data) -> None:
     """Write JSON atomically (a killed process never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def read_json(path) -> dict:

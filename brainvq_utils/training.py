@@ -9,7 +9,6 @@ way, the next call continues from the last finished epoch.
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -22,7 +21,7 @@ from . import metrics, progress, tensorboard_logs
 from .config import VQVAEConfig, save_config
 from .errors import BrainVQError
 from .losses import MSEPlusSSIM
-from .runs import read_json, write_json
+from .runs import atomic_path, read_json, write_json
 from .vqvae import build_vqvae
 
 CHECKPOINT_DIR = "checkpoints"
@@ -167,9 +166,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        tmp = self.folder / f"{self.name}_last.tmp.keras"
-        self.model.save(tmp)
-        os.replace(tmp, self.folder / f"{self.name}_last.keras")
+        with atomic_path(self.folder / f"{self.name}_last.keras") as tmp:
+            self.model.save(tmp)
         write_json(self.folder / f"{self.name}_state.json",
                    {"epoch": epoch, "history": self.history, "finished": False})
 
@@ -233,7 +231,8 @@ def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time
                           shuffle=False, verbose=progress.keras_verbose() if verbose is None else verbose)
             # (tf.data pipelines shuffle themselves)
         model = export(model)
-        model.save(final)
+        with atomic_path(final) as tmp:
+            model.save(tmp)
     write_json(state_file, {"epoch": len(history.get("loss", [])) - 1, "history": history, "finished": True})
     if len(chosen) > 1:   # the one-device model the notebooks go on with
         model = keras.saving.load_model(final)

@@ -169,3 +169,95 @@ def test_default_run_dir_honours_env(tmp_path, monkeypatch):
 def test_default_run_dir_without_env(runs_home):
     assert runs.default_run_dir("smoke") == runs_home / "notebooks-smoke"
     assert runs.default_run_dir() == runs_home / "notebooks-demo"
+
+
+# ----------------------------------------------------------------------------- safe run directories
+def _holder(run_dir):
+    """A process that holds ``run_dir`` as a `brainvq run` does, until killed."""
+    import subprocess
+    import sys
+    code = ("import sys, time\nfrom brainvq_utils.runs import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_run_into_a_directory_in_use_refuses_naming_the_first_process(tmp_path, capsys):
+    from brainvq_utils import cli
+    run_dir = runs.new_run_dir(str(tmp_path / "busy"))
+    runs.write_json(run_dir / "run.json", {"parameters": {}})
+    before = snapshot(run_dir)
+    proc = _holder(run_dir)
+    try:
+        for attempt in (lambda: runs.new_run_dir(str(run_dir), overwrite=True),
+                        lambda: runs.run_lock(run_dir).__enter__()):
+            with pytest.raises(BrainVQError, match=f"in use by another brainvq run \\(process {proc.pid}\\)"):
+                attempt()
+        assert cli.main(["run", "--profile", "smoke", "--run-dir", str(run_dir), "--overwrite"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"process {proc.pid}" in err and "\n" not in err
+        assert {k: v for k, v in snapshot(run_dir).items() if k != runs.LOCK_FILE} == \
+            {k: v for k, v in before.items() if k != runs.LOCK_FILE}          # nothing of the first run touched
+    finally:
+        proc.kill()
+        proc.wait()
+    with runs.run_lock(run_dir) as lock:          # a killed run's lock is taken over
+        assert lock.read_text().strip() == str(os.getpid())
+    assert not lock.exists()
+
+
+@pytest.mark.parametrize("code, hint", [(28, "free some disk space"), (13, "make it writable"),
+                                        (30, "use a writable disk")])
+def test_a_failed_write_is_one_line_and_keeps_what_was_there(tmp_path, code, hint):
+    """A full disk (ENOSPC), a folder we may not write (EACCES), a read-only disk (EROFS): simulated,
+    since as root a chmod would not stop the write."""
+    import matplotlib.pyplot as plt
+
+    from brainvq_utils import plotting
+    run_dir = runs.new_run_dir(str(tmp_path / "run"))
+    runs.update_metrics(run_dir, "vqvae", {"test_ssim_mean": 0.97})
+    fig = plt.figure()
+    plotting.save_figure("grid", fig, folder=run_dir / "figures")
+    before = snapshot(run_dir)
+
+    def fail(path, **kw):
+        Path(path).write_bytes(b"\x89PNG half")           # a part written, then the disk refuses
+        raise OSError(code, os.strerror(code))
+
+    fig2 = plt.figure()
+    fig2.savefig = fail
+    with pytest.raises(BrainVQError, match=f"cannot write {run_dir / 'figures' / 'grid.png'}: .*{hint}") as err:
+        plotting.save_figure("grid", fig2, folder=run_dir / "figures")
+    assert "\n" not in str(err.value)
+    assert snapshot(run_dir) == before                     # the earlier figure and metrics intact, no temp file
+    with pytest.raises(BrainVQError, match="cannot write .*metrics.json"):
+        with runs.atomic_path(run_dir / "metrics.json") as tmp:
+            tmp.write_text('{"half": ')
+            raise OSError(code, os.strerror(code))
+    assert snapshot(run_dir) == before
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, monkeypatch):
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(BrainVQError, match=r"cannot write .*ro: Permission denied; make it writable or choose "
+                                           r"another --run-dir"):
+        runs.new_run_dir(str(tmp_path / "ro"))
+
+
+def test_artefacts_are_written_under_a_temporary_name_and_renamed(tmp_path, monkeypatch):
+    """Killed mid-write, no file under the final name (it would look complete)."""
+    seen = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (seen.append((Path(a).name, Path(b).name)), real_replace(a, b)))
+    runs.write_json(tmp_path / "metrics.json", {"a": 1})
+    with runs.atomic_path(tmp_path / "codes.npz") as tmp:
+        assert tmp.suffix == ".npz" and tmp.parent == tmp_path and not (tmp_path / "codes.npz").exists()
+    assert [b for _, b in seen] == ["metrics.json", "codes.npz"] and all(a.startswith(".") for a, _ in seen)
+    with pytest.raises(KeyboardInterrupt):
+        with runs.atomic_path(tmp_path / "prior.keras") as tmp:
+            tmp.write_bytes(b"half a model")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npz", "metrics.json"]
