@@ -220,12 +220,14 @@ def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time
         if initial_epoch < epochs and not done_by_time:
             keras.utils.set_random_seed(seed + initial_epoch)
             steps = steps_per_epoch or None
-            if len(chosen) > 1 and keras.backend.backend() == "jax":
+            filtered = len(chosen) > 1 and keras.backend.backend() == "jax"
+            if filtered:
                 train_ds, validation_data = (_whole_batches(d, len(chosen)) for d in (train_ds, validation_data))
             with warnings.catch_warnings():
-                # A filtered dataset (above) has no known length; Keras learns it in the first epoch
-                # and warns that the input "ran out of data" at its end, which is expected here.
-                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                if filtered:
+                    # A filtered dataset has no known length; Keras learns it in the first epoch and
+                    # warns that the input "ran out of data" at its end, which is expected here.
+                    warnings.filterwarnings("ignore", message="Your input ran out of data")
                 model.fit(train_ds.repeat() if steps else train_ds, epochs=epochs, steps_per_epoch=steps,
                           initial_epoch=initial_epoch, callbacks=callbacks, validation_data=validation_data,
                           shuffle=False, verbose=progress.keras_verbose() if verbose is None else verbose)
@@ -384,7 +386,8 @@ def masked_code_dataset(ds, mask_token: int, seed: int = 0, rerandomize: bool = 
     across devices (MirroredStrategy re-batches the pipeline)."""
     import tensorflow as tf
 
-    batch = int(tf_nest_first(next(iter(ds))).shape[0])
+    first = next(iter(ds), None)      # the batch size, to batch the masked maps again
+    batch = int(tf_nest_first(first).shape[0]) if first is not None else 1
 
     def apply(pair, draw):
         inputs, codes = pair
