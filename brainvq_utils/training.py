@@ -396,7 +396,10 @@ def masked_code_dataset(ds, mask_token: int, seed: int = 0, rerandomize: bool = 
 
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=rerandomize)
     masked = tf.data.Dataset.zip((ds.unbatch(), draws)).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
-    return masked.batch(batch).prefetch(tf.data.AUTOTUNE)
+    masked = masked.batch(batch)
+    if ds.cardinality() >= 0:   # the same batches as ``ds``; said, so that Keras knows an epoch's length
+        masked = masked.apply(tf.data.experimental.assert_cardinality(ds.cardinality()))
+    return masked.prefetch(tf.data.AUTOTUNE)
 
 
 def compile_prior(model, learning_rate: float):

@@ -213,6 +213,7 @@ def test_masked_training_data_hides_a_cosine_share_of_codes_anew_every_epoch():
     import tensorflow as tf
     codes = stripes(n=256)
     ds = training.masked_code_dataset(training.code_dataset(training.prior_inputs(codes), 64), mask_token=16, seed=3)
+    assert ds.cardinality() == 4                                         # Keras knows an epoch's length
     epochs = [list(ds.as_numpy_iterator()) for _ in range(2)]
     inputs, targets, weights = (np.concatenate(parts) for parts in zip(*[(x["codes"], y, w) for x, y, w in epochs[0]]))
     np.testing.assert_array_equal(targets, codes)                       # the targets are the true codes
