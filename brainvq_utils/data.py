@@ -439,7 +439,7 @@ def _problem(path: str, check: str) -> str | None:
         return None
     try:
         with Image.open(p) as im:
-            fmt = im.format
+            fmt, mode = im.format, im.mode
             im.verify()
         if check == "full":
             with Image.open(p) as im:
@@ -448,6 +448,9 @@ def _problem(path: str, check: str) -> str | None:
         return f"cannot be read as an image ({type(exc).__name__})"
     if fmt not in ("PNG", "JPEG"):
         return f"is a {fmt} image; only PNG and JPEG are read"
+    if fmt == "JPEG" and mode not in ("L", "RGB"):   # TensorFlow's decoder stops on CMYK/YCCK JPEGs
+        return (f"is a {mode} JPEG, which TensorFlow cannot decode; save it as a grey or RGB JPEG or PNG "
+                f"(e.g. PIL: Image.open(path).convert('L').save(path))")
     return None
 
 

@@ -252,14 +252,26 @@ def test_summary(adni):
 
 
 # ----------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("kind", ["corrupt", "empty", "text"])
+def cmyk_jpeg() -> bytes:
+    """A valid CMYK JPEG (Pillow reads it; TensorFlow's decoder stops on it)."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("CMYK", (16, 16), (0, 0, 0, 128)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "empty", "text", "cmyk"])
 def test_bad_file_names_the_file(oasis, kind):
     folder = oasis / "keras_png_slices_train"
     bad = folder / {"corrupt": "case_009_slice_0.nii.png", "empty": "case_009_slice_1.nii.png",
-                    "text": "notes.txt"}[kind]
-    bad.write_bytes({"corrupt": b"\x89PNG\r\n\x1a\n garbage", "empty": b"", "text": b"hello"}[kind])
-    with pytest.raises(BrainVQError, match=str(bad)):
+                    "text": "notes.txt", "cmyk": "case_009_slice_2.nii.png"}[kind]
+    bad.write_bytes({"corrupt": b"\x89PNG\r\n\x1a\n garbage", "empty": b"", "text": b"hello",
+                     "cmyk": cmyk_jpeg() if kind == "cmyk" else b""}[kind])
+    with pytest.raises(BrainVQError, match=str(bad) + ("" if kind != "cmyk" else " is a CMYK JPEG")) as err:
         data.load_dataset("oasis", oasis)
+    assert "\n" not in str(err.value)
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         ds = data.load_dataset("oasis", oasis, skip_bad=True)
     assert [f for f, _ in ds.skipped] == [str(bad)] and len(ds.train) == 6
