@@ -8,8 +8,9 @@ holds a full copy of the weights, and the gradients are summed across them:
 - TensorFlow: ``tf.distribute.MirroredStrategy`` over the chosen devices;
 - JAX: ``keras.distribution.DataParallel`` (one program over all devices, SPMD). Several
   machines: set ``KERAS_DISTRIBUTION_JOB_ADDRESSES``, ``KERAS_DISTRIBUTION_NUM_PROCESSES`` and
-  ``KERAS_DISTRIBUTION_PROCESS_ID`` on each; ``scope`` then calls
-  ``keras.distribution.initialize`` (``jax.distributed.initialize``) first (README).
+  ``KERAS_DISTRIBUTION_PROCESS_ID`` on each; ``initialize_multi_host`` (from ``pipeline.start``,
+  and before any device is listed) calls ``keras.distribution.initialize``
+  (``jax.distributed.initialize``) first (README).
 
 State that a layer changes inside ``call`` (the EMA codebook, its usage counts, dead-code
 restarts) must see the whole global batch and stay the same on every device. Under JAX the
