@@ -25,8 +25,8 @@ from pathlib import Path
 from . import devices, paths, plotting
 from .config import DataConfig, load_params, stage_config
 from .errors import BrainVQError
-from .runs import (atomic_path, default_run_dir, new_run_dir, read_json, require, run_lock, update_metrics,
-                   write_json)
+from .runs import (atomic_path, default_run_dir, discard_outputs, new_run_dir, read_json, refuse_if_in_use, require,
+                   run_lock, run_path, update_metrics, write_json)
 
 NOTEBOOKS = ("01_data_exploration", "02_vqvae_training", "03_codebook_inspection",
              "04_pixelcnn_training", "05_generation_and_evaluation")
@@ -271,7 +271,8 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
                   overrides: dict | None = None, overwrite: bool = False, only=None,
                   verbose: bool = False, status_every_s: float | None = None) -> Path:
     """Execute the notebooks in order with papermill into the run directory; the seconds each
-    took go into metrics.json (``timing``, with the ``total`` so far) as each one ends.
+    took go into metrics.json (``timing``, with the ``total`` so far) as each one ends, and
+    ``run.json`` records which have finished (for ``resume_notebooks``).
 
     The terminal shows one line per notebook that moves while it runs (the epoch and the time
     left of its training budget, the sampling), fed by what the kernel writes with
@@ -281,28 +282,110 @@ def run_notebooks(run_dir=None, profile: str = "demo", dataset: str = "synthetic
     (not a terminal), how often the moving line may add a line (``status_interval``).
     """
     status_every_s = status_interval(status_every_s)
-    load_params(profile, {**(overrides or {}), "dataset": dataset,
-                          **({"data_dir": str(data_dir)} if data_dir else {})})   # fail fast on bad parameters
+    data_dir = _absolute(data_dir)
+    load_params(profile, _param_overrides(dataset, data_dir, overrides))   # fail fast on bad parameters
+    names = [n for n in _notebooks() if not only or any(n.startswith(o) for o in only)]
+    if not names:
+        raise BrainVQError(f"no notebooks found in {paths.notebooks_dir()}" +
+                           (f" that start with {' or '.join(only)}" if only else ""))
     run_dir = new_run_dir(run_dir, profile, overwrite=overwrite)
+    parameters = dict(profile=profile, dataset=dataset, data_dir=data_dir, run_dir=str(run_dir.resolve()),
+                      overrides=dict(overrides or {}))
     with run_lock(run_dir):
-        return _run_locked(run_dir, profile, dataset, data_dir, overrides, only, verbose, status_every_s)
+        write_json(run_dir / "run.json", {"parameters": parameters, "notebooks": names,
+                                          "started": time.strftime("%Y-%m-%d %H:%M:%S"), "finished": {}})
+        return _run_locked(run_dir, names, verbose, status_every_s)
 
 
-def _run_locked(run_dir, profile, dataset, data_dir, overrides, only, verbose, status_every_s) -> Path:
-    """``run_notebooks`` once it holds the run directory."""
+# Parameters that may change when a run is resumed: where it trains and what it logs, not what it computes
+# (a checkpoint resumes on any number of devices).
+RESUME_FREE = ("devices", "tensorboard")
+
+
+def _absolute(data_dir) -> str | None:
+    """``data_dir`` as an absolute path (the notebooks run in notebooks/, not where the command was given)."""
+    return None if data_dir in (None, "") else str(Path(data_dir).expanduser().resolve())
+
+
+def _param_overrides(dataset, data_dir, overrides) -> dict:
+    return {**(overrides or {}), "dataset": dataset, **({"data_dir": str(data_dir)} if data_dir else {})}
+
+
+def _notebooks() -> list[str]:
+    return [n for n in NOTEBOOKS if (paths.notebooks_dir() / f"{n}.ipynb").exists()]
+
+
+def first_reader(key: str) -> str:
+    """The first notebook whose configuration reads parameter ``key``."""
+    from .config import PriorConfig, SamplingConfig, VQVAEConfig
+    from dataclasses import fields
+    for stage, name in ((DataConfig, NOTEBOOKS[0]), (VQVAEConfig, NOTEBOOKS[1]), (PriorConfig, NOTEBOOKS[3]),
+                        (SamplingConfig, NOTEBOOKS[4])):
+        if key in {f.name for f in fields(stage)}:
+            return name
+    return NOTEBOOKS[0]
+
+
+def resume_notebooks(run_dir, profile: str | None = None, dataset: str | None = None, data_dir=None,
+                     overrides: dict | None = None, overwrite: bool = False, verbose: bool = False,
+                     status_every_s: float | None = None) -> Path:
+    """Continue a run that was killed: the notebooks that finished are not run again, the one that was
+    running starts again and its training continues from the last finished epoch (``fit_resumable``'s
+    checkpoints), and the rest follow.
+
+    The run's recorded parameters are used; any given here must match them (``devices`` and
+    ``tensorboard`` may change), or a one-line error names the first that differs. With
+    ``overwrite``, changed parameters are taken instead: the first notebook that reads one and every
+    notebook after it run again, after what they made is removed (``runs.discard_outputs``).
+    """
+    status_every_s = status_interval(status_every_s)
+    run_dir = run_path(run_dir)
+    if not run_dir.is_dir():
+        raise BrainVQError(f"there is no run directory {run_dir} to resume; give the folder of a run "
+                           f"(`ls {paths.runs_dir()}`)")
+    record = read_json(run_dir / "run.json")
+    if not record.get("parameters"):
+        raise BrainVQError(f"{run_dir} holds no run.json, so it is not a brainvq run that can be resumed; "
+                           f"start a run with `brainvq run --run-dir {run_dir}`")
+    refuse_if_in_use(run_dir)
+    old = record["parameters"]
+    new = dict(profile=profile or old["profile"], dataset=dataset or old["dataset"],
+               data_dir=_absolute(data_dir) or old.get("data_dir"), run_dir=str(run_dir.resolve()),
+               overrides={**old.get("overrides", {}), **(overrides or {})})
+    before = load_params(old["profile"], _param_overrides(old["dataset"], old.get("data_dir"), old.get("overrides")))
+    after = load_params(new["profile"], _param_overrides(new["dataset"], new["data_dir"], new["overrides"]))
+    changed = [k for k in after if k != "profile" and k not in RESUME_FREE and before.get(k) != after[k]]
+    names = [n for n in record.get("notebooks") or _notebooks()]
+    finished = {n: v for n, v in (record.get("finished") or {}).items()
+                if n in names and (run_dir / f"{n}.ipynb").exists()}
+    if changed:
+        first = min((first_reader(k) for k in changed), key=NOTEBOOKS.index)
+        what = ", ".join(f"{k}={before.get(k)!r} -> {after[k]!r}" for k in changed)
+        if not overwrite:
+            raise BrainVQError(f"{run_dir} was run with other parameters ({what}); leave them out to resume the "
+                               f"run as it was, or add --overwrite to run {first} and every notebook after it again "
+                               f"with the new ones")
+        rerun = [n for n in names if NOTEBOOKS.index(n) >= NOTEBOOKS.index(first)]
+        removed = discard_outputs(run_dir, rerun)
+        finished = {n: v for n, v in finished.items() if n not in rerun}
+        print(f"parameters changed ({what}): {', '.join(rerun)} run again; removed {len(removed)} of their "
+              f"outputs ({', '.join(removed[:6])}{' ...' if len(removed) > 6 else ''})")
+    with run_lock(run_dir):
+        write_json(run_dir / "run.json", {**record, "parameters": new, "notebooks": names, "finished": finished,
+                                          "resumed": [*record.get("resumed", []),
+                                                      time.strftime("%Y-%m-%d %H:%M:%S")]})
+        return _run_locked(run_dir, names, verbose, status_every_s)
+
+
+def _run_locked(run_dir, names, verbose, status_every_s) -> Path:
+    """Run the notebooks ``names`` that ``run.json`` does not list as finished, with the parameters it
+    records, once this process holds ``run_dir``."""
     import papermill
 
     from .progress import FILE_ENV, HEADLESS_ENV, STARTUP_LINES
 
-    names = [n for n in NOTEBOOKS if (paths.notebooks_dir() / f"{n}.ipynb").exists()]
-    if only:
-        names = [n for n in names if any(n.startswith(o) for o in only)]
-    if not names:
-        raise BrainVQError(f"no notebooks found in {paths.notebooks_dir()}")
-    parameters = dict(profile=profile, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
-                      run_dir=str(run_dir.resolve()), overrides=dict(overrides or {}))
-    write_json(run_dir / "run.json", {"parameters": parameters, "notebooks": names,
-                                      "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    record = read_json(run_dir / "run.json")
+    parameters, finished = record["parameters"], dict(record.get("finished") or {})
     log_path, status_path = run_dir / LOG_FILE, run_dir / PROGRESS_FILE
     saved_env = {k: os.environ.get(k) for k in (FILE_ENV, HEADLESS_ENV)}
     os.environ[FILE_ENV], os.environ[HEADLESS_ENV] = str(status_path.resolve()), "1"   # the kernels inherit them
@@ -324,9 +407,14 @@ def _run_locked(run_dir, profile, dataset, data_dir, overrides, only, verbose, s
             pm_logger.setLevel(logging.INFO)
             stack.callback(pm_logger.removeHandler, handler)
             stack.callback(pm_logger.setLevel, pm_level)
-            total, timing = time.perf_counter(), {}
+            timing = {n: finished[n]["seconds"] for n in names if n in finished}
+            total, before = time.perf_counter(), sum(timing.values())
             for i, name in enumerate(names, 1):
                 start_t, prefix = time.perf_counter(), f"[{i}/{len(names)}] {name}"
+                if name in finished:
+                    term.line(f"{prefix} finished before ({finished[name]['seconds']:.1f} s, "
+                              f"{finished[name]['ended']}): not run again")
+                    continue
                 status_path.unlink(missing_ok=True)
                 term.status(f"{prefix}: starting")
                 watcher = _Watcher(status_path, lambda t, p=prefix: term.status(f"{p}: {t}"))
@@ -341,22 +429,30 @@ def _run_locked(run_dir, profile, dataset, data_dir, overrides, only, verbose, s
                     reason = (str(err.evalue).splitlines() or [""])[0]
                     reason = reason if len(reason) <= 300 else reason[:300] + " ..."
                     raise BrainVQError(f"[{i}/{len(names)}] {name} failed: {err.ename}: {reason} "
-                                       f"(the executed notebook with the full error: {out})") from None
+                                       f"(the executed notebook with the full error: {out}; once it is mended, "
+                                       f"`brainvq run --resume {run_dir}` goes on from here)") from None
                 except BaseException as err:   # the kernel died, could not start, timed out, or ^C
                     watcher.stop()
                     term.finish()
-                    if isinstance(err, (KeyboardInterrupt, BrainVQError)):
+                    if isinstance(err, KeyboardInterrupt):
+                        raise KeyboardInterrupt(f"continue with `brainvq run --resume {run_dir}`") from None
+                    if isinstance(err, BrainVQError):
                         raise
                     traceback.print_exc()                 # to the run's log (verbose: the terminal)
                     raise BrainVQError(f"[{i}/{len(names)}] {name} stopped: {type(err).__name__}: "
                                        f"{(str(err).splitlines() or [''])[0][:300]} "
-                                       f"(the traceback: {log_path if not verbose else 'above'})") from None
+                                       f"(the traceback: {log_path if not verbose else 'above'}; "
+                                       f"`brainvq run --resume {run_dir}` goes on from here)") from None
                 watcher.stop()
                 timing[name] = round(time.perf_counter() - start_t, 1)
-                update_metrics(run_dir, "timing", {**timing, "total": round(time.perf_counter() - total, 1)})
+                update_metrics(run_dir, "timing", {**{n: timing[n] for n in names if n in timing},
+                                                   "total": round(before + time.perf_counter() - total, 1)})
+                finished[name] = {"seconds": timing[name], "ended": time.strftime("%Y-%m-%d %H:%M:%S")}
+                write_json(run_dir / "run.json", {**read_json(run_dir / "run.json"), "finished": finished})
                 term.line(f"{prefix} done in {timing[name]:.1f} s")
-            term.line(f"all {len(names)} notebooks done in {time.perf_counter() - total:.1f} s; "
-                      f"metrics: {run_dir / 'metrics.json'}")
+            term.line(f"all {len(names)} notebooks done in {before + time.perf_counter() - total:.1f} s"
+                      + (f" ({before:.1f} s of them before this resume)" if before else "")
+                      + f"; metrics: {run_dir / 'metrics.json'}")
     finally:
         status_path.unlink(missing_ok=True)
         for key, value in saved_env.items():

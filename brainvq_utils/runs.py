@@ -28,6 +28,20 @@ PRODUCERS = {
     "codes.npz": "04_pixelcnn_training",
 }
 
+# What each notebook makes besides its executed copy (<run_dir>/<name>.ipynb) and its figures
+# (figures/<first two letters of its name>_*.png): files and folders, and metrics.json sections.
+# `brainvq run --resume --overwrite` removes them before it runs the notebook again with changed
+# parameters, so that nothing made with the old ones (a checkpoint above all) is taken up again.
+OUTPUTS = {
+    "01_data_exploration": (["dataset.json"], ["dataset"]),
+    "02_vqvae_training": (["vqvae.keras", "vqvae_config.json", "checkpoints/vqvae_last.keras",
+                           "checkpoints/vqvae_state.json", "logs/vqvae"], ["vqvae"]),
+    "03_codebook_inspection": ([], ["codebook"]),
+    "04_pixelcnn_training": (["codes.npz", "prior.keras", "prior_config.json", "checkpoints/prior_last.keras",
+                              "checkpoints/prior_state.json", "logs/prior"], ["prior"]),
+    "05_generation_and_evaluation": ([], ["generation"]),
+}
+
 
 def default_run_dir(profile: str = "demo") -> Path:
     """The run directory notebooks share when run one by one (JupyterLab, nbval)."""
@@ -123,12 +137,43 @@ def atomic_path(path):
             raise
 
 
+def run_path(name) -> Path:
+    """Where ``--run-dir NAME`` points: a path as given, or a bare name under ``runs/``."""
+    return Path(name).expanduser() if os.sep in str(name) or Path(name).is_absolute() else paths.runs_dir() / name
+
+
+def discard_outputs(run_dir, names) -> list[str]:
+    """Remove what the notebooks ``names`` made in ``run_dir`` (``OUTPUTS``, their executed copies,
+    figures and metrics sections); return what was removed, relative to ``run_dir``."""
+    run_dir, removed = Path(run_dir), []
+    sections = []
+    for name in names:
+        files, parts = OUTPUTS.get(name, ([], []))
+        sections += parts
+        targets = [run_dir / f for f in files] + [run_dir / f"{name}.ipynb"]
+        targets += sorted((run_dir / "figures").glob(f"{name[:2]}_*.png"))
+        for target in targets:
+            with writing(target):
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+                else:
+                    continue
+            removed.append(str(target.relative_to(run_dir)))
+    metrics = read_metrics(run_dir)
+    if any(s in metrics for s in sections):
+        write_json(run_dir / "metrics.json", {k: v for k, v in metrics.items() if k not in sections})
+        removed += [f"metrics.json:{s}" for s in sections if s in metrics]
+    return removed
+
+
 def new_run_dir(name: str | None = None, profile: str = "demo", overwrite: bool = False) -> Path:
     """Make a fresh run directory; never reuse a non-empty one unless ``overwrite``, and never one
     that another ``brainvq run`` is using (``run_lock``)."""
     if name is None:
         name = f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(name) if os.sep in str(name) or Path(name).is_absolute() else paths.runs_dir() / name
+    run_dir = run_path(name)
     if run_dir.exists() and not run_dir.is_dir():
         raise BrainVQError(f"run directory {run_dir} is a file; choose a folder name")
     refuse_if_in_use(run_dir)
