@@ -179,12 +179,27 @@ RUN_LINES = [re.compile(p) for p in (
     r"all 5 notebooks done in \d+\.\d s; metrics: \S+metrics\.json")]
 
 
+def _home_env(root: Path) -> dict:
+    """The ``env`` fixture's variables for a module-scoped fixture, without TF_CPP_MIN_LOG_LEVEL: the chatter
+    must be kept off by brainvq, not by the test; on a pipe, a new status line at most every second."""
+    env = {**os.environ, "BRAINVQ_DATA_DIR": str(root / "data-home"), "BRAINVQ_RUNS_DIR": str(root / "runs-home"),
+           "BRAINVQ_RUN_DIR": str(root / "runs-home" / "notebooks"), "MPLBACKEND": "Agg",
+           "BRAINVQ_STATUS_EVERY_S": "1"}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One whole ``brainvq run --profile smoke`` (its result and run directory)."""
+    root = tmp_path_factory.mktemp("smoke")
+    res = brainvq(["run", "--profile", "smoke", "--run-dir", root / "run"], _home_env(root), root, timeout=900)
+    return res, root / "run"
+
+
 @pytest.mark.slow
-def test_run_smoke_pipeline_shows_only_its_progress_lines(tmp_path, env):
-    env = {**env, "BRAINVQ_STATUS_EVERY_S": "1"}   # on a pipe, a new status line at most every second
-    env.pop("TF_CPP_MIN_LOG_LEVEL")               # the chatter must be kept off by brainvq, not by the test
-    run_dir = tmp_path / "run"
-    res = brainvq(["run", "--profile", "smoke", "--run-dir", run_dir], env, tmp_path, timeout=900)
+def test_run_smoke_pipeline_shows_only_its_progress_lines(smoke_run):
+    res, run_dir = smoke_run
     assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-3000:])
     lines = res.stdout.splitlines()
     assert [line for line in lines if not any(p.fullmatch(line) for p in RUN_LINES)] == []
@@ -199,6 +214,39 @@ def test_run_smoke_pipeline_shows_only_its_progress_lines(tmp_path, env):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"dataset", "vqvae", "prior", "generation", "timing"} <= set(metrics)
     assert not (run_dir / ".progress").exists()
+
+
+def _numbers(tree, prefix="") -> dict:
+    """Every value of a metrics.json, flattened to dotted keys."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_numbers(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _timing(key: str) -> bool:
+    return key.startswith("timing.") or key.endswith("_seconds")
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_metrics_in_a_second_smoke_run(smoke_run, tmp_path):
+    """Determinism (README "Same seed, same numbers"): a second smoke run, with its own freshly built
+    cohort, gives every number of metrics.json but the timings again, exactly."""
+    res, run_dir = smoke_run
+    assert res.returncode == 0, res.stderr[-3000:]
+    again = brainvq(["run", "--profile", "smoke", "--run-dir", tmp_path / "run"], _home_env(tmp_path), tmp_path,
+                    timeout=900)
+    assert again.returncode == 0, (again.stdout[-2000:], again.stderr[-3000:])
+    first = _numbers(json.loads((run_dir / "metrics.json").read_text()))
+    second = _numbers(json.loads((tmp_path / "run" / "metrics.json").read_text()))
+    assert set(first) == set(second)
+    compared = {k: v for k, v in first.items() if not _timing(k) and k != "dataset.root"}
+    assert len(compared) > 80                                            # the scores, not just a few
+    assert {k: second[k] for k in compared} == compared
+    assert sum(first[k] != second[k] for k in first if _timing(k)) > 0   # timings do vary: the test sees them
 
 
 def test_run_verbose_shows_what_the_notebooks_print(tmp_path, env):
