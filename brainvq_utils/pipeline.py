@@ -334,7 +334,7 @@ def resume_notebooks(run_dir, profile: str | None = None, dataset: str | None = 
     checkpoints), and the rest follow.
 
     The run's recorded parameters are used; any given here must match them (``devices`` and
-    ``tensorboard`` may change), or a one-line error names the first that differs. With
+    ``tensorboard`` may change), or a one-line error names those that differ. With
     ``overwrite``, changed parameters are taken instead: the first notebook that reads one and every
     notebook after it run again, after what they made is removed (``runs.discard_outputs``).
     """
@@ -355,22 +355,25 @@ def resume_notebooks(run_dir, profile: str | None = None, dataset: str | None = 
     before = load_params(old["profile"], _param_overrides(old["dataset"], old.get("data_dir"), old.get("overrides")))
     after = load_params(new["profile"], _param_overrides(new["dataset"], new["data_dir"], new["overrides"]))
     changed = [k for k in after if k != "profile" and k not in RESUME_FREE and before.get(k) != after[k]]
-    names = [n for n in record.get("notebooks") or _notebooks()]
+    names = [n for n in record.get("notebooks") or _notebooks() if n in NOTEBOOKS]
     finished = {n: v for n, v in (record.get("finished") or {}).items()
                 if n in names and (run_dir / f"{n}.ipynb").exists()}
+    rerun = []
     if changed:
         first = min((first_reader(k) for k in changed), key=NOTEBOOKS.index)
-        what = ", ".join(f"{k}={before.get(k)!r} -> {after[k]!r}" for k in changed)
+        what = ", ".join(f"{k}={before.get(k)!r} -> {after[k]!r}" for k in changed[:4])
+        what += f" and {len(changed) - 4} more" if len(changed) > 4 else ""
         if not overwrite:
             raise BrainVQError(f"{run_dir} was run with other parameters ({what}); leave them out to resume the "
                                f"run as it was, or add --overwrite to run {first} and every notebook after it again "
                                f"with the new ones")
         rerun = [n for n in names if NOTEBOOKS.index(n) >= NOTEBOOKS.index(first)]
-        removed = discard_outputs(run_dir, rerun)
         finished = {n: v for n, v in finished.items() if n not in rerun}
-        print(f"parameters changed ({what}): {', '.join(rerun)} run again; removed {len(removed)} of their "
-              f"outputs ({', '.join(removed[:6])}{' ...' if len(removed) > 6 else ''})")
     with run_lock(run_dir):
+        if rerun:
+            removed = discard_outputs(run_dir, rerun)
+            print(f"parameters changed ({what}): {', '.join(rerun)} run again; removed {len(removed)} of their "
+                  f"outputs ({', '.join(removed[:6])}{' ...' if len(removed) > 6 else ''})")
         write_json(run_dir / "run.json", {**record, "parameters": new, "notebooks": names, "finished": finished,
                                           "resumed": [*record.get("resumed", []),
                                                       time.strftime("%Y-%m-%d %H:%M:%S")]})

@@ -319,3 +319,14 @@ def test_run_restores_the_sigterm_handler(made_run, monkeypatch):
     before = signal.getsignal(signal.SIGTERM)
     assert cli.main(["run", "--resume", str(made_run)]) == 0
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_run_records_the_data_folder_as_an_absolute_path(tmp_path, monkeypatch):
+    """The notebooks run in notebooks/, so a relative --data-dir must not reach them as given."""
+    monkeypatch.setenv("BRAINVQ_RUNS_DIR", str(tmp_path / "runs-home"))
+    monkeypatch.chdir(tmp_path)
+    _stub_runner(monkeypatch)
+    run = pipeline.run_notebooks(str(tmp_path / "run"), profile="smoke", dataset="oasis", data_dir="my-oasis")
+    record = json.loads((run / "run.json").read_text())
+    assert record["parameters"]["data_dir"] == str(tmp_path / "my-oasis")
+    assert record["finished"] == {} and record["notebooks"] == list(NOTEBOOKS)
