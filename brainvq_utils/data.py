@@ -412,6 +412,24 @@ def _listing(folder: Path, limit: int = 8) -> str:
     return ", ".join(names[:limit]) + more
 
 
+# Files and folders that operating systems leave beside images (macOS: .DS_Store, ._* AppleDouble files,
+# __MACOSX/ in zip archives; Windows: Thumbs.db, desktop.ini): never slices, never errors.
+JUNK_NAMES = ("thumbs.db", "ehthumbs.db", "desktop.ini")
+
+
+def _visible(p: Path, root: Path) -> bool:
+    """Whether ``p`` (under ``root``) is a file a user put there, not a hidden or system leftover."""
+    parts = p.relative_to(root).parts
+    return not any(part.startswith(".") or part == "__MACOSX" for part in parts) and \
+        p.name.lower() not in JUNK_NAMES
+
+
+def shown(path) -> str:
+    """A path as text that can always be printed: a file name that is not valid UTF-8 keeps its odd
+    bytes as \\xNN escapes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
 def _is_image_name(p: Path) -> bool:
     return p.name.lower().endswith(IMAGE_SUFFIXES)
 
@@ -423,35 +441,71 @@ def _is_nifti_name(p: Path) -> bool:
 def _problem(path: str, check: str) -> str | None:
     """Why ``path`` cannot be used as a slice image, or None when it looks fine."""
     p = Path(path)
-    if p.stat().st_size == 0:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:   # TensorFlow takes file names as UTF-8 text
+        return "has a name that is not valid UTF-8; rename it (e.g. `convmv -f latin1 -t utf8 --notest`)"
+    size = p.stat().st_size
+    if size == 0:
         return "is empty (0 bytes)"
     if _is_nifti_name(p):
         try:
-            _volume_header(path)
+            img, _ = _volume_header(path)
         except _BadVolume as exc:
             return str(exc)
         except Exception as exc:  # nibabel raises many kinds for a broken file
             return f"cannot be read as a NIfTI volume ({type(exc).__name__})"
-        return None
+        return _nifti_cut_short(p, img, size)
     if not _is_image_name(p):
         return "is not a PNG or JPEG image"
     if check == "none":
         return None
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+        fh.seek(max(0, size - 64))
+        tail = fh.read()
+    # A copy or download that stopped half-way: Pillow's header check passes and TensorFlow's decoder
+    # fails mid-epoch (PNG) or fills the rest with grey (JPEG).
+    if head.startswith(b"\x89PNG") and b"IEND" not in tail or head.startswith(b"\xff\xd8") and b"\xff\xd9" not in tail:
+        return "is cut short (its end-of-image marker is missing: an interrupted copy or download?); copy it again"
+    limit = Image.MAX_IMAGE_PIXELS
     try:
+        Image.MAX_IMAGE_PIXELS = None   # the size is checked below, with a message that says what to do
         with Image.open(p) as im:
-            fmt, mode = im.format, im.mode
-            im.verify()
+            fmt, mode, (w, h) = im.format, im.mode, im.size
+            if not (limit and w * h > limit):
+                im.verify()
+        if limit and w * h > limit:
+            return (f"is {w}x{h} pixels, more than Pillow's decompression-bomb limit of {limit:,}; a brain "
+                    f"slice is far smaller: resize it")
         if check == "full":
             with Image.open(p) as im:
                 im.load()
     except Exception as exc:
         return f"cannot be read as an image ({type(exc).__name__})"
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
     if fmt not in ("PNG", "JPEG"):
         return f"is a {fmt} image; only PNG and JPEG are read"
     if fmt == "JPEG" and mode not in ("L", "RGB"):   # TensorFlow's decoder stops on CMYK/YCCK JPEGs
         return (f"is a {mode} JPEG, which TensorFlow cannot decode; save it as a grey or RGB JPEG or PNG "
                 f"(e.g. PIL: Image.open(path).convert('L').save(path))")
     return None
+
+
+def _nifti_cut_short(p: Path, img, size: int) -> str | None:
+    """Why a NIfTI file holds fewer bytes than its header promises (a download cut short), or None.
+    A .nii.gz ends with the length of what it unpacks to (modulo 2**32), so no voxel is read."""
+    expected = int(img.dataobj.offset) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
+    if p.name.lower().endswith(".gz"):
+        with open(p, "rb") as fh:
+            fh.seek(size - 4)
+            unpacked = int.from_bytes(fh.read(4), "little")
+        short = unpacked != expected % 2**32
+    else:
+        short = size < expected
+    return "is cut short (fewer voxels than its header says: an interrupted download?); copy it again" \
+        if short else None
 
 
 def _screen(files, check: str, skip_bad: bool, skipped: list) -> list[str]:
@@ -463,7 +517,8 @@ def _screen(files, check: str, skip_bad: bool, skipped: list) -> list[str]:
         elif skip_bad:
             skipped.append((f, reason))
         else:
-            raise BrainVQError(f"{f} {reason}; remove or replace it, or pass skip_bad=True to skip it")
+            raise BrainVQError(f"{shown(f)} {reason}; remove or replace it, or pass skip_bad=True "
+                               f"(-p skip_bad=true) to skip it")
     return good
 
 
@@ -471,7 +526,7 @@ def _files_in(folder: Path, split: str) -> list[str]:
     """Every non-hidden file of a layout's split folder (non-images are reported as bad later)."""
     if not folder.is_dir():
         raise BrainVQError(f"{folder} is missing; the {split} split should be there")
-    files = sorted(str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(str(p) for p in folder.iterdir() if p.is_file() and _visible(p, folder))
     if not files:
         raise BrainVQError(f"{folder} is empty; the {split} split needs its slice images there")
     return files
@@ -525,7 +580,7 @@ def detect_layout(root) -> str:
         return "synthetic" if synthetic else "oasis"
     if (root / "AD_NC").is_dir() or _adni_base(root) is not None:
         return "synthetic" if synthetic else "adni"
-    files = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in root.rglob("*") if p.is_file() and _visible(p, root)]
     if any(_is_nifti_name(p) for p in files):
         return "nifti"
     if any(_is_image_name(p) for p in files):
@@ -550,10 +605,16 @@ def _load_adni(root: Path, check, skip_bad, skipped, validate_fraction, seed, **
     if base is None:
         raise BrainVQError(f"expected the adni layout (AD_NC/train/{{AD,NC}}/, AD_NC/test/{{AD,NC}}/) "
                            f"under {root}, found: {_listing(root)}")
-    rows = {}
+    rows, missing = {}, set()
     for split in ("train", "test"):
         rows[split] = []
-        for label in ADNI_LABELS:
+        present = [label for label in ADNI_LABELS if (base / split / label).is_dir()
+                   and any(_visible(p, base) for p in (base / split / label).iterdir())]
+        if not present:
+            raise BrainVQError(f"{base / split} holds no AD/ or NC/ folder of slices; the {split} split needs "
+                               f"at least one (AD_NC/{split}/AD/*.jpeg, AD_NC/{split}/NC/*.jpeg)")
+        missing.update(set(ADNI_LABELS) - set(present))
+        for label in present:
             files = _screen(_files_in(base / split / label, f"{split} {label}"), check, skip_bad, skipped)
             rows[split] += [(f, *_parse_name(f, root), label) for f in files]
     patients_by_label = {label: sorted({r[1] for r in rows["train"] if r[3] == label})
@@ -564,13 +625,16 @@ def _load_adni(root: Path, check, skip_bad, skipped, validate_fraction, seed, **
     splits = {"train": _make_split("train", [r for r in rows["train"] if r[1] not in held_out]),
               "validate": _make_split("validate", [r for r in rows["train"] if r[1] in held_out]),
               "test": _make_split("test", rows["test"])}
+    only = [label for label in ADNI_LABELS if label not in missing]
+    one_class = (f"; only {only[0]} slices (no {', '.join(sorted(missing))} folder), so the prior is not "
+                 f"conditioned on the class") if missing and len(only) == 1 else \
+        (f"; some splits lack {', '.join(sorted(missing))}" if missing else "")
     return splits, (f"test as shipped (AD_NC/test); validation carved from train by patient id "
-                    f"({validate_fraction:.0%} of patients per label, seed {seed})")
+                    f"({validate_fraction:.0%} of patients per label, seed {seed}){one_class}")
 
 
 def _load_folder(root: Path, check, skip_bad, skipped, validate_fraction, test_fraction, seed, **_):
-    files = sorted(str(p) for p in root.rglob("*")
-                   if p.is_file() and _is_image_name(p) and not p.name.startswith("."))
+    files = sorted(str(p) for p in root.rglob("*") if p.is_file() and _is_image_name(p) and _visible(p, root))
     if not files:
         raise BrainVQError(f"found no PNG or JPEG images under {root} (sub-folders included), "
                            f"found: {_listing(root)}")
@@ -583,7 +647,7 @@ def _load_folder(root: Path, check, skip_bad, skipped, validate_fraction, test_f
 
 
 def _load_nifti(root: Path, check, skip_bad, skipped, validate_fraction, test_fraction, seed, **_):
-    volumes = sorted(str(p) for p in root.rglob("*") if p.is_file() and _is_nifti_name(p))
+    volumes = sorted(str(p) for p in root.rglob("*") if p.is_file() and _is_nifti_name(p) and _visible(p, root))
     if not volumes:
         raise BrainVQError(f"found no .nii or .nii.gz volumes under {root}, found: {_listing(root)}")
     volumes = _screen(volumes, "header", skip_bad, skipped)  # headers are needed for slice counts
@@ -656,7 +720,7 @@ def load_dataset(layout: str, root, *, validate_fraction: float = 0.1, test_frac
         splits = {k: replace(s, labels=tuple(labels.get(subj, y) for subj, y in zip(s.subjects, s.labels)))
                   for k, s in splits.items()}
     if skipped:
-        first = ", ".join(Path(f).name for f, _ in skipped[:3])
+        first = ", ".join(shown(Path(f).name) for f, _ in skipped[:3])
         warnings.warn(f"skipped {len(skipped)} unreadable file(s) under {path}: {first}"
                       f"{' ...' if len(skipped) > 3 else ''}", stacklevel=2)
     return BrainDataset(name=name, layout="synthetic" if meta is not None else kind, root=str(path),
