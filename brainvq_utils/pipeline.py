@@ -122,8 +122,22 @@ def open_dataset(cfg: DataConfig, build_synthetic: bool = True):
                         skip_bad=cfg.skip_bad)
 
 
+def check_held_out_subjects(ds, folds: int) -> None:
+    """Notebook 05's realism test folds the validation and test slices by subject, so each of the two
+    splits needs ``folds`` subjects or more: a one-line error now (01), not after 02's and 04's training."""
+    for name in ("validate", "test"):
+        subjects = sorted(set(getattr(ds, name).subjects))
+        if len(subjects) < folds:
+            lower = f", or lower it with -p realism_folds={len(subjects)}" if len(subjects) >= 2 else ""
+            raise BrainVQError(f"the {name} split of {ds.root} holds {len(subjects)} subject(s) "
+                               f"({', '.join(subjects[:3])}{' ...' if len(subjects) > 3 else ''}), but notebook 05's "
+                               f"realism test needs at least realism_folds={folds}: add subjects to it{lower}")
+
+
 def record_dataset(ctx: NotebookContext, ds, summary: dict) -> dict:
-    """Write ``dataset.json`` (config + summary, read by 02-05) and the ``dataset`` metrics."""
+    """Write ``dataset.json`` (config + summary, read by 02-05) and the ``dataset`` metrics, once the
+    held-out splits are checked (``check_held_out_subjects``)."""
+    check_held_out_subjects(ds, ctx.params["realism_folds"])
     write_json(ctx.run_dir / "dataset.json", {"config": ctx.data.__dict__, "summary": summary})
     section = {"name": ds.name, "layout": ds.layout, "root": ds.root,
                **{f"{k}_images": int(v) for k, v in summary["images"].items()},

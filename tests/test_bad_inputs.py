@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 from bad_inputs import (TRAIN, bomb_png, gradient, gzip_cut, jpeg_bytes, make_adni, make_nifti,  # noqa: E402
                         make_oasis, nifti, non_utf8_name, palette_png, png_bytes, truncate, write_image)
 
-from brainvq_utils import data  # noqa: E402
+from brainvq_utils import data, pipeline  # noqa: E402
 from brainvq_utils.errors import BrainVQError  # noqa: E402
 
 SIZE = 32
@@ -220,11 +220,22 @@ def test_an_empty_split_folder(oasis):
         data.load_dataset("oasis", oasis)
 
 
-def test_a_split_with_one_subject_loads(oasis):
+def test_a_split_with_one_subject_loads_and_notebook_01_says_what_05_needs(oasis):
     ds = data.load_dataset("oasis", oasis)
     assert set(ds.test.subjects) == {"case_004"} and len(ds.test) == 3
     x = ds.test.load(SIZE)
     assert x.shape == (3, SIZE, SIZE, 1) and x.std() > 0.1   # three different random slices
+    # the realism test of notebook 05 folds the held-out slices by subject: 01 says so before any training
+    with pytest.raises(BrainVQError) as err:
+        pipeline.check_held_out_subjects(ds, folds=2)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"the validate split of {oasis} holds 1 subject(s) (case_003)")
+    assert "realism_folds=2: add subjects to it" in message
+    two = data.load_dataset("oasis", make_oasis(oasis.parent / "two", cases={
+        "train": ["case_001"], "validate": ["case_002", "case_003"], "test": ["case_004", "case_005"]}))
+    pipeline.check_held_out_subjects(two, folds=2)            # two subjects each: enough for two folds
+    with pytest.raises(BrainVQError, match="or lower it with -p realism_folds=2"):
+        pipeline.check_held_out_subjects(two, folds=5)
 
 
 def test_the_seg_masks_of_oasis_are_never_read_as_slices(oasis):
