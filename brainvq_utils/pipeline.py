@@ -19,11 +19,11 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import devices, paths, plotting
-from .config import DataConfig, load_params, stage_config
+from .config import DataConfig, PriorConfig, SamplingConfig, VQVAEConfig, load_params, stage_config
 from .errors import BrainVQError
 from .runs import (atomic_path, default_run_dir, discard_outputs, new_run_dir, read_json, refuse_if_in_use, require,
                    run_lock, run_path, update_metrics, write_json)
@@ -331,8 +331,6 @@ def _notebooks() -> list[str]:
 
 def first_reader(key: str) -> str:
     """The first notebook whose configuration reads parameter ``key``."""
-    from .config import PriorConfig, SamplingConfig, VQVAEConfig
-    from dataclasses import fields
     for stage, name in ((DataConfig, NOTEBOOKS[0]), (VQVAEConfig, NOTEBOOKS[1]), (PriorConfig, NOTEBOOKS[3]),
                         (SamplingConfig, NOTEBOOKS[4])):
         if key in {f.name for f in fields(stage)}:

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from test_data import make_adni, make_nifti, make_oasis, write_image  # noqa: F401  (re-exported)
+from test_data import cmyk_jpeg, make_adni, make_nifti, make_oasis  # noqa: F401  (re-exported)
 
 TRAIN = "keras_png_slices_train"
 
@@ -72,9 +72,3 @@ def non_utf8_name(folder: Path, stem: bytes = b"case_009_slice_0\xff", suffix: b
     with open(raw, "wb") as fh:
         fh.write(png_bytes(gradient()))
     return Path(os.fsdecode(raw))
-
-
-def gzip_cut(path: Path, keep: float = 0.6) -> Path:
-    """Cut a .nii.gz short, as an interrupted download leaves it."""
-    assert path.name.endswith(".gz")
-    return truncate(path, keep)
