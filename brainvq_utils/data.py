@@ -24,6 +24,7 @@ pixels into one array.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import itertools
 import json
 import os
@@ -43,7 +44,6 @@ SPLITS = ("train", "validate", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 OASIS_DIRS = tuple(f"keras_png_slices_{s}" for s in SPLITS)
-ADNI_LABELS = ("AD", "NC")
 # Memory bounds that keep an ADNI-size split (~30,000 slices) within a few hundred MiB of pixels
 # (`brainvq bench data`): a split is cached in memory below CACHE_IN_MEMORY_BELOW (the demo's
 # 2,560 training slices at 128x128 take 160 MiB) and streamed from its files above it; a shuffle
@@ -51,8 +51,6 @@ ADNI_LABELS = ("AD", "NC")
 CACHE_IN_MEMORY_BELOW = 256 * 1024**2  # bytes of float32 pixels at the target size
 SHUFFLE_BUFFER_BYTES = 256 * 1024**2
 IN_MEMORY_BELOW = 512 * 1024**2  # SliceSplit.images: a split larger than this is read a chunk at a time
-_OASIS_NAME = re.compile(r"^(?P<subject>.+?)_slice_(?P<slice>\d+)")
-_PATIENT_SLICE = re.compile(r"^(?P<subject>.+)_(?P<slice>\d+)$")
 _auto_cache_files: list[str] = []
 
 
@@ -354,9 +352,38 @@ class BrainDataset:
     test: SliceSplit
     skipped: tuple[tuple[str, str], ...] = ()
     notes: str = ""
+    data_dir: str = ""                                 # the folder given (``root``: where the layout was found)
+    duplicates: tuple[tuple[str, ...], ...] = ()       # groups of byte-identical files
 
     def splits(self) -> dict[str, SliceSplit]:
         return {"train": self.train, "validate": self.validate, "test": self.test}
+
+    def classes(self) -> dict[str, dict[str, int]]:
+        """Slices per class in each split ({} for a data set without classes)."""
+        if all(y is None for s in self.splits().values() for y in s.labels):
+            return {}
+        return {k: {y: s.labels.count(y) for y in sorted(set(s.labels) - {None})} for k, s in self.splits().items()}
+
+    def describe(self) -> str:
+        """What was found, in a few lines (notebook 01 prints it first): the layout and the folder it
+        was found in, slices, subjects and classes per split, files skipped and duplicates."""
+        where = self.root if not self.data_dir or self.data_dir == self.root else \
+            f"{self.root} (below the folder given, {self.data_dir})"
+        classes = self.classes()
+        lines = [f"{self.name}: {self.layout} layout in {where}",
+                 f"{'split':<10}{'slices':>8}{'subjects':>10}  classes"]
+        for key, split in self.splits().items():
+            per_class = ", ".join(f"{y} {n}" for y, n in classes.get(key, {}).items()) or "-"
+            lines.append(f"{key:<10}{len(split):>8}{len(set(split.subjects)):>10}  {per_class}")
+        lines.append(f"how it is split: {self.notes}")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} file(s): " + "; ".join(
+                f"{shown(Path(f).name)} {why}" for f, why in self.skipped[:3]) + (" ..." if len(self.skipped) > 3 else ""))
+        if self.duplicates:
+            lines.append(f"{len(self.duplicates)} group(s) of byte-identical files (a copy under another name?): "
+                         + "; ".join(" = ".join(shown(Path(f).name) for f in g) for g in self.duplicates[:3])
+                         + (" ..." if len(self.duplicates) > 3 else ""))
+        return "\n".join(lines)
 
     def summary(self, image_size=None, max_images_for_stats: int = 2000, seed: int = 0) -> dict:
         """Counts, subjects, labels, subject overlap between splits, native sizes, intensities.
@@ -376,10 +403,12 @@ class BrainDataset:
                "shared_subjects": {f"{a}/{b}": len(set(splits[a].subjects) & set(splits[b].subjects))
                                    for a, b in itertools.combinations(SPLITS, 2)},
                "image_size": list(hw) if hw else None, "native_sizes": {}, "intensity": {},
-               "skipped": len(self.skipped), "skipped_files": [f for f, _ in self.skipped[:10]]}
-        if any(y is not None for s in splits.values() for y in s.labels):
-            out["labels"] = {k: {y: s.labels.count(y) for y in sorted(set(s.labels) - {None})}
-                             for k, s in splits.items()}
+               "skipped": len(self.skipped), "skipped_files": [f for f, _ in self.skipped[:10]],
+               "skipped_reasons": [f"{shown(f)} {why}" for f, why in self.skipped[:10]],
+               "data_dir": self.data_dir or self.root,
+               "duplicates": [list(g) for g in self.duplicates[:10]], "duplicate_groups": len(self.duplicates)}
+        if self.classes():
+            out["labels"] = self.classes()
         sizes: dict[str, int] = {}
         for key, split in splits.items():
             part = split.sample(max_images_for_stats, seed)
@@ -460,13 +489,9 @@ def _problem(path: str, check: str) -> str | None:
         return "is not a PNG or JPEG image"
     if check == "none":
         return None
-    with open(p, "rb") as fh:
-        head = fh.read(8)
-        fh.seek(max(0, size - 64))
-        tail = fh.read()
     # A copy or download that stopped half-way: Pillow's header check passes and TensorFlow's decoder
     # fails mid-epoch (PNG) or fills the rest with grey (JPEG).
-    if head.startswith(b"\x89PNG") and b"IEND" not in tail or head.startswith(b"\xff\xd8") and b"\xff\xd9" not in tail:
+    if _cut_short(p, size):
         return "is cut short (its end-of-image marker is missing: an interrupted copy or download?); copy it again"
     limit = Image.MAX_IMAGE_PIXELS
     try:
@@ -493,6 +518,69 @@ def _problem(path: str, check: str) -> str | None:
     return None
 
 
+def _cut_short(p: Path, size: int) -> bool:
+    """Whether a PNG or JPEG file ends before its end-of-image marker: the PNG's chunks are walked
+    to IEND, the JPEG's segments and scans to EOI. Bytes after the marker (zero padding left by file
+    recovery, data some exporters append) are not looked at: both decoders ignore them."""
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+        if head.startswith(b"\x89PNG\r\n\x1a\n"):
+            return not _png_complete(fh, size)
+        if head.startswith(b"\xff\xd8"):
+            fh.seek(max(0, size - 64))
+            if fh.read().endswith(b"\xff\xd9"):      # the usual case, read from the tail alone
+                return False
+            fh.seek(0)
+            return not _jpeg_complete(fh.read())
+    return False
+
+
+def _png_complete(fh, size: int) -> bool:
+    """Walk a PNG's chunks (length, type, data, CRC) from its signature to IEND, reading headers only."""
+    pos = 8
+    while pos + 12 <= size:
+        fh.seek(pos)
+        length, kind = int.from_bytes(fh.read(4), "big"), fh.read(4)
+        if kind == b"IEND":
+            return True
+        pos += 12 + length
+    return False
+
+
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}   # JPEG markers without a length (TEM, RST0-7)
+
+
+def _jpeg_complete(buf: bytes) -> bool:
+    """Walk a JPEG's segments by their lengths (so an EXIF thumbnail's own end marker is skipped), and
+    each scan's entropy-coded data to the next marker, until EOI."""
+    pos, n = 2, len(buf)
+    while pos + 1 < n:
+        if buf[pos] != 0xFF:
+            return True             # not at a marker: damaged rather than cut short; Pillow's check decides
+        marker = buf[pos + 1]
+        if marker == 0xFF:          # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return True
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return False
+        pos += 2 + int.from_bytes(buf[pos + 2:pos + 4], "big")
+        if marker == 0xDA:          # start of scan: entropy-coded data up to the next real marker
+            while True:
+                pos = buf.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= n:
+                    return False
+                if buf[pos + 1] == 0x00 or 0xD0 <= buf[pos + 1] <= 0xD7:
+                    pos += 2        # a stuffed 0xFF byte, or a restart marker inside the scan
+                    continue
+                break
+    return False
+
+
 def _nifti_cut_short(p: Path, img, size: int) -> str | None:
     """Why a NIfTI file holds fewer bytes than its header promises (a download cut short), or None.
     A .nii.gz ends with the length of what it unpacks to (modulo 2**32), so no voxel is read."""
@@ -508,12 +596,25 @@ def _nifti_cut_short(p: Path, img, size: int) -> str | None:
         if short else None
 
 
-def _screen(files, check: str, skip_bad: bool, skipped: list) -> list[str]:
+class _BadName(ValueError):
+    """A file whose name does not follow its layout's naming scheme."""
+
+
+def _screen(files, check: str, skip_bad: bool, skipped: list, parse=None) -> list:
+    """The files that can be read (and, with ``parse``, whose names parse): with ``parse``, rows
+    ``(file, subject, slice)``; without, the file names. A bad file stops loading with one line that
+    names it, or with ``skip_bad`` is listed in ``skipped`` with its reason."""
     good = []
     for f in files:
         reason = _problem(f, check)
+        row = f
+        if reason is None and parse is not None:
+            try:
+                row = (f, *parse(Path(f)))
+            except _BadName as exc:
+                reason = str(exc)
         if reason is None:
-            good.append(f)
+            good.append(row)
         elif skip_bad:
             skipped.append((f, reason))
         else:
@@ -522,11 +623,21 @@ def _screen(files, check: str, skip_bad: bool, skipped: list) -> list[str]:
     return good
 
 
-def _files_in(folder: Path, split: str) -> list[str]:
-    """Every non-hidden file of a layout's split folder (non-images are reported as bad later)."""
+def _files_in(folder: Path, split: str, nested: bool = False) -> list[str]:
+    """Every non-hidden file of a layout's split (or class) folder; non-images are reported as bad
+    later. ``nested``: files in its sub-folders too (a class folder of per-patient folders); else a
+    sub-folder that holds images stops loading, since its slices would be left out silently."""
     if not folder.is_dir():
         raise BrainVQError(f"{folder} is missing; the {split} split should be there")
-    files = sorted(str(p) for p in folder.iterdir() if p.is_file() and _visible(p, folder))
+    entries = folder.rglob("*") if nested else folder.iterdir()
+    files = sorted(str(p) for p in entries if p.is_file() and _visible(p, folder))
+    if not nested:
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and _visible(p, folder)):
+            inside = next((q for q in sub.rglob("*") if _is_image_name(q) and _visible(q, sub)), None)
+            if inside is not None:
+                raise BrainVQError(f"{sub} is a folder inside the {split} split folder and holds slices "
+                                   f"({inside.name}, ...), which would be left out: move them up into {folder}, "
+                                   f"or move the folder out of the data folder")
     if not files:
         raise BrainVQError(f"{folder} is empty; the {split} split needs its slice images there")
     return files
@@ -545,13 +656,207 @@ def _seeded_split(keys, fractions, seed: int) -> list[list]:
     return groups + [order]
 
 
-def _parse_name(path: str, root: Path) -> tuple[str, int]:
-    """(subject, slice) from a file name such as case_001_slice_5.nii.png or 808819_88.jpeg."""
-    p = Path(path)
-    m = _OASIS_NAME.match(p.name) or _PATIENT_SLICE.match(p.name.split(".")[0])
-    if m:
-        return m["subject"], int(m["slice"])
-    return (p.parent.name if p.parent != root else p.name.split(".")[0]), -1
+# ----------------------------------------------------------------------------- file names
+# A layout's file names say whose slice a file is and at which level. Each name either parses
+# whole or is refused naming the file: a name that half-parses would invent a patient, or a slice
+# number, and no error would show it.
+OASIS_NAME = re.compile(r"^(?P<subject>[^\s()]+?)_slice_(?P<slice>\d+)(\.nii)?\.png$", re.IGNORECASE)
+PATIENT_SLICE = re.compile(r"^(?P<subject>[^\s()]+)_(?P<slice>\d+)\.(jpe?g|png)$", re.IGNORECASE)
+# What file managers add to a copy's name: Windows " (1)" and " - Copy", macOS " copy" and " 2",
+# GNOME " (copy)" and " (another copy)".
+_COPY_SUFFIX = re.compile(r"(\s*\(\d+\)|\s+-\s+copy(\s*\(\d+\))?|\s+copy(\s+\d+)?|\s+\d+|\s*\((another )?copy\))$",
+                          re.IGNORECASE)
+
+
+def _suffix(name: str) -> str:
+    lower = name.lower()
+    return ".nii.png" if lower.endswith(".nii.png") else Path(name).suffix
+
+
+def _name_problem(name: str, pattern_text: str, example: str) -> str:
+    suffix = _suffix(name)
+    stem = name[:len(name) - len(suffix)]
+    copy = _COPY_SUFFIX.search(stem)
+    if copy and stem[:copy.start()]:
+        original = stem[:copy.start()] + suffix
+        return (f"looks like a copy of {shown(original)} (a file manager added '{copy.group().strip()}'), and its "
+                f"name is not {pattern_text}; delete it if it is a copy, or rename it (e.g. {example})")
+    return f"is not named {pattern_text} (e.g. {example}), so its subject and slice cannot be read from it; rename it"
+
+
+def parse_oasis_name(path: Path) -> tuple[str, int]:
+    """(case, slice) from ``case_001_slice_5.nii.png``; ``_BadName`` for anything else."""
+    m = OASIS_NAME.match(path.name)
+    if not m:
+        raise _BadName(_name_problem(path.name, "CASE_slice_N.nii.png", "case_001_slice_5.nii.png"))
+    return m["subject"], int(m["slice"])
+
+
+def parse_adni_name(path: Path) -> tuple[str, int]:
+    """(patient, slice) from ``808819_88.jpeg``; ``_BadName`` for anything else."""
+    m = PATIENT_SLICE.match(path.name)
+    if not m:
+        raise _BadName(_name_problem(path.name, "PATIENT_SLICE.jpeg", "808819_88.jpeg"))
+    return m["subject"], int(m["slice"])
+
+
+def _folder_names(files, root: Path) -> tuple[list[tuple[str, str, int]], str]:
+    """Rows (file, subject, slice) of the folder layout, and what was read from the names: subjects
+    and slice levels when every name follows one of the two schemes, else the sub-folder as the
+    subject and no level for any file (never for some files only: one unknown level would turn
+    the prior's slice-level conditioning off for the whole run without a word)."""
+    for scheme, parse in (("CASE_slice_N", parse_oasis_name), ("PATIENT_SLICE", parse_adni_name)):
+        try:
+            return [(f, *parse(Path(f))) for f in files], f"subjects and slice levels read from the {scheme} names"
+        except _BadName:
+            continue
+    bad = next(f for f in files if not (OASIS_NAME.match(Path(f).name) or PATIENT_SLICE.match(Path(f).name)))
+    rows = []
+    for f in files:
+        rel = Path(f).parent.relative_to(root)
+        rows.append((f, str(rel) if str(rel) != "." else Path(f).name.split(".")[0], -1))
+    return rows, (f"slice levels unknown: {Path(bad).name} (and maybe others) is not named CASE_slice_N or "
+                  f"PATIENT_SLICE, so no file's level is used and the prior is not conditioned on it; each "
+                  f"sub-folder counts as a subject")
+
+
+# ----------------------------------------------------------------------------- class folders (adni)
+# ADNI's diagnostic groups, by the folder names people give them. Every folder in a split is read
+# as the class it names, or loading stops naming the folder: slices are never left out silently.
+CLASS_SYNONYMS = {
+    "AD": ("Alzheimer", "Alzheimers", "Alzheimer's", "Dementia"),
+    "NC": ("CN", "Normal", "Control", "Controls", "HC", "Healthy"),
+    "MCI": (), "EMCI": (), "LMCI": (), "SMC": (),
+}
+ADNI_LABELS = ("AD", "NC")   # the two classes of the course data set (AD_NC)
+
+
+def class_of(folder_name: str) -> str | None:
+    """The class a folder name stands for (``CN`` -> ``NC``), or None."""
+    key = folder_name.strip().lower()
+    return next((label for label, names in CLASS_SYNONYMS.items()
+                 if key in {n.lower() for n in (label, *names)}), None)
+
+
+def _class_folders(split_dir: Path, split: str) -> dict[str, list[Path]]:
+    """{class: folders} of one ADNI split folder; an unknown folder or a loose image stops loading."""
+    if not split_dir.is_dir():
+        raise BrainVQError(f"{split_dir} is missing; the adni layout needs AD_NC/{split}/ with a folder per class")
+    classes: dict[str, list[Path]] = {}
+    loose = []
+    for p in sorted(split_dir.iterdir()):
+        if not _visible(p, split_dir):
+            continue
+        if p.is_dir():
+            label = class_of(p.name)
+            if label is None:
+                known = ", ".join(f"{k} (or {', '.join(v)})" if v else k for k, v in CLASS_SYNONYMS.items())
+                raise BrainVQError(f"{p} is not a class folder brainvq knows ({known}); rename it to its class, "
+                                   f"or move it out of {split_dir}")
+            classes.setdefault(label, []).append(p)
+        elif _is_image_name(p):
+            loose.append(p.name)
+    if loose:
+        raise BrainVQError(f"{split_dir} holds {len(loose)} slice(s) outside any class folder ({shown(loose[0])}"
+                           f"{', ...' if len(loose) > 1 else ''}); move them into the folder of their class "
+                           f"(AD/, NC/, ...)")
+    return classes
+
+
+# ----------------------------------------------------------------------------- finding the layout
+@dataclass(frozen=True)
+class Found:
+    """Where a layout was found: its kind (oasis or adni), the folder that holds it, and whether that
+    folder is a synthetic cohort (``cohort.json`` beside it)."""
+
+    kind: str
+    base: Path
+    synthetic: bool = False
+
+
+SEARCH_DEPTH = 2   # course zips unpack one or two folders deep (keras_png_slices_data/keras_png_slices_data/)
+
+
+def _adni_base(folder: Path) -> Path | None:
+    for base in (folder / "AD_NC", folder):
+        if (base / "train").is_dir() and (base / "test").is_dir():
+            return base
+    return None
+
+
+def _marker(folder: Path) -> Found | None:
+    """The layout whose own folders lie directly in ``folder``, if any."""
+    synthetic = (folder / "cohort.json").is_file()
+    if any((folder / d).is_dir() for d in OASIS_DIRS):
+        return Found("oasis", folder, synthetic)
+    base = _adni_base(folder)
+    return Found("adni", base, synthetic) if base is not None else None
+
+
+def find_layouts(root: Path, depth: int = SEARCH_DEPTH) -> list[Found]:
+    """Every oasis or adni layout in ``root`` or up to ``depth`` folders below it (not below a
+    layout once found; hidden and ``__MACOSX`` folders skipped)."""
+    found, level = [], [root]
+    for _ in range(depth + 1):
+        below = []
+        for folder in level:
+            hit = _marker(folder)
+            if hit is not None:
+                found.append(hit)
+            else:
+                try:
+                    below += sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p, folder))
+                except OSError:
+                    continue
+        level = below
+    return found
+
+
+def _where(found: Found, root: Path) -> str:
+    rel = found.base.relative_to(root) if found.base != root else Path(".")
+    return "the folder given" if str(rel) == "." else f"{rel}/"
+
+
+def locate(root, layout: str = "auto") -> Found | str:
+    """The layout to read at ``root``: a :class:`Found` for oasis/adni/synthetic (searched up to
+    ``SEARCH_DEPTH`` folders down), else "nifti" or "folder". Two data sets in one folder, or
+    a folder layout over a folder that holds an oasis or adni layout, stop with one line."""
+    root = _root(root)
+    found = find_layouts(root)
+    wanted = {"oasis": ("oasis",), "adni": ("adni",), "synthetic": ("oasis", "adni"),
+              "auto": ("oasis", "adni")}.get(layout, ())
+    matches = [f for f in found if f.kind in wanted]
+    if len(matches) > 1:
+        where = " and ".join(f"{f.kind} at {_where(f, root)}" for f in matches[:4])
+        raise BrainVQError(f"{root} holds more than one data set ({where}); pass the folder of the one to use "
+                           f"as the data folder")
+    if matches:
+        return matches[0]
+    if layout in ("folder", "nifti") and found:
+        f = found[0]
+        masks = " (and its keras_png_slices_seg_* folders hold masks, which would be read as slices)" \
+            if f.kind == "oasis" else ""
+        raise BrainVQError(f"{root} holds the {f.kind} layout at {_where(f, root)}{masks}; use the dataset "
+                           f"{f.kind} (or auto) instead of {layout}")
+    if layout in ("oasis", "adni", "synthetic"):
+        return Found(layout if layout != "synthetic" else "oasis", root, layout == "synthetic")
+    if layout in ("folder", "nifti"):
+        return layout
+    files = [p for p in root.rglob("*") if p.is_file() and _visible(p, root)]
+    if any(_is_nifti_name(p) for p in files):
+        return "nifti"
+    if any(_is_image_name(p) for p in files):
+        return "folder"
+    raise BrainVQError(f"cannot tell the data layout of {root}: expected oasis (keras_png_slices_*/), "
+                       f"adni (AD_NC/), NIfTI volumes or PNG/JPEG slices, found: {_listing(root)}")
+
+
+def detect_layout(root) -> str:
+    """Guess the layout of ``root``: "oasis", "synthetic", "adni", "nifti" or "folder"."""
+    found = locate(root)
+    if isinstance(found, str):
+        return found
+    return "synthetic" if found.synthetic else found.kind
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -565,39 +870,17 @@ def _root(root) -> Path:
     return path
 
 
-def _adni_base(root: Path) -> Path | None:
-    for base in (root / "AD_NC", root):
-        if (base / "train").is_dir() and (base / "test").is_dir():
-            return base
-    return None
-
-
-def detect_layout(root) -> str:
-    """Guess the layout of ``root``: "oasis", "synthetic", "adni", "nifti" or "folder"."""
-    root = _root(root)
-    synthetic = (root / "cohort.json").is_file()
-    if any((root / d).is_dir() for d in OASIS_DIRS):
-        return "synthetic" if synthetic else "oasis"
-    if (root / "AD_NC").is_dir() or _adni_base(root) is not None:
-        return "synthetic" if synthetic else "adni"
-    files = [p for p in root.rglob("*") if p.is_file() and _visible(p, root)]
-    if any(_is_nifti_name(p) for p in files):
-        return "nifti"
-    if any(_is_image_name(p) for p in files):
-        return "folder"
-    raise BrainVQError(f"cannot tell the data layout of {root}: expected oasis (keras_png_slices_*/), "
-                       f"adni (AD_NC/), NIfTI volumes or PNG/JPEG slices, found: {_listing(root)}")
-
-
 def _load_oasis(root: Path, check, skip_bad, skipped, **_):
     if not all((root / d).is_dir() for d in OASIS_DIRS):
         raise BrainVQError(f"expected the oasis layout ({', '.join(d + '/' for d in OASIS_DIRS)}) "
                            f"under {root}, found: {_listing(root)}")
     splits = {}
     for split, folder in zip(SPLITS, OASIS_DIRS):
-        files = _screen(_files_in(root / folder, split), check, skip_bad, skipped)
-        splits[split] = _make_split(split, [(f, *_parse_name(f, root), None) for f in files])
-    return splits, "splits by case as shipped (keras_png_slices_train/validate/test)"
+        rows = _screen(_files_in(root / folder, split), check, skip_bad, skipped, parse=parse_oasis_name)
+        splits[split] = _make_split(split, [(*row, None) for row in rows])
+    masks = [d for d in (f"keras_png_slices_seg_{s}" for s in SPLITS) if (root / d).is_dir()]
+    return splits, ("splits by case as shipped (keras_png_slices_train/validate/test)"
+                    + (f"; the segmentation masks in {', '.join(m + '/' for m in masks)} are not read" if masks else ""))
 
 
 def _load_adni(root: Path, check, skip_bad, skipped, validate_fraction, seed, **_):
@@ -605,32 +888,44 @@ def _load_adni(root: Path, check, skip_bad, skipped, validate_fraction, seed, **
     if base is None:
         raise BrainVQError(f"expected the adni layout (AD_NC/train/{{AD,NC}}/, AD_NC/test/{{AD,NC}}/) "
                            f"under {root}, found: {_listing(root)}")
-    rows, missing = {}, set()
+    rows, folders, notes = {}, {}, []
     for split in ("train", "test"):
         rows[split] = []
-        present = [label for label in ADNI_LABELS if (base / split / label).is_dir()
-                   and any(_visible(p, base) for p in (base / split / label).iterdir())]
-        if not present:
-            raise BrainVQError(f"{base / split} holds no AD/ or NC/ folder of slices; the {split} split needs "
-                               f"at least one (AD_NC/{split}/AD/*.jpeg, AD_NC/{split}/NC/*.jpeg)")
-        missing.update(set(ADNI_LABELS) - set(present))
-        for label in present:
-            files = _screen(_files_in(base / split / label, f"{split} {label}"), check, skip_bad, skipped)
-            rows[split] += [(f, *_parse_name(f, root), label) for f in files]
-    patients_by_label = {label: sorted({r[1] for r in rows["train"] if r[3] == label})
-                         for label in ADNI_LABELS}
+        classes = _class_folders(base / split, split)
+        for label, dirs in classes.items():
+            for d in dirs:
+                if not any(_visible(p, d) for p in d.rglob("*") if p.is_file()):
+                    notes.append(f"{split}/{d.name}/ is empty")
+                    continue
+                folders[f"{split}/{d.name}"] = label
+                files = _screen(_files_in(d, f"{split} {d.name}", nested=True), check, skip_bad, skipped,
+                                parse=parse_adni_name)
+                rows[split] += [(*row, label) for row in files]
+        if not rows[split]:
+            raise BrainVQError(f"{base / split} holds no class folder of slices; the {split} split needs at least "
+                               f"one (AD_NC/{split}/AD/*.jpeg, AD_NC/{split}/NC/*.jpeg)")
+    found = {split: sorted({r[3] for r in rows[split]}) for split in rows}
+    renamed = sorted(f"{k}/ as {v}" for k, v in folders.items() if k.split("/")[1] != v)
+    if renamed:
+        notes.append(f"class folders read as: {', '.join(renamed)}")
+    if found["train"] != found["test"]:
+        only = {split: sorted(set(found[split]) - set(found[other]))
+                for split, other in (("train", "test"), ("test", "train"))}
+        notes.append("train and test hold different classes: " + "; ".join(
+            f"only {split} has {', '.join(v)}" for split, v in only.items() if v))
+    labels = sorted(set(found["train"]) | set(found["test"]))
+    if len(labels) == 1:
+        notes.append(f"only {labels[0]} slices, so the prior is not conditioned on the class")
+    patients_by_label = {label: sorted({r[1] for r in rows["train"] if r[3] == label}) for label in labels}
     held_out = set()
     for label, patients in patients_by_label.items():  # stratified: each label on its own
         held_out.update(_seeded_split(patients, [validate_fraction], seed)[0])
     splits = {"train": _make_split("train", [r for r in rows["train"] if r[1] not in held_out]),
               "validate": _make_split("validate", [r for r in rows["train"] if r[1] in held_out]),
               "test": _make_split("test", rows["test"])}
-    only = [label for label in ADNI_LABELS if label not in missing]
-    one_class = (f"; only {only[0]} slices (no {', '.join(sorted(missing))} folder), so the prior is not "
-                 f"conditioned on the class") if missing and len(only) == 1 else \
-        (f"; some splits lack {', '.join(sorted(missing))}" if missing else "")
-    return splits, (f"test as shipped (AD_NC/test); validation carved from train by patient id "
-                    f"({validate_fraction:.0%} of patients per label, seed {seed}){one_class}")
+    return splits, "; ".join([f"classes {', '.join(labels)}; test as shipped (AD_NC/test); validation carved from "
+                              f"train by patient id ({validate_fraction:.0%} of patients per class, seed {seed})",
+                              *notes])
 
 
 def _load_folder(root: Path, check, skip_bad, skipped, validate_fraction, test_fraction, seed, **_):
@@ -638,12 +933,12 @@ def _load_folder(root: Path, check, skip_bad, skipped, validate_fraction, test_f
     if not files:
         raise BrainVQError(f"found no PNG or JPEG images under {root} (sub-folders included), "
                            f"found: {_listing(root)}")
-    files = _screen(files, check, skip_bad, skipped)
-    val, test, train = _seeded_split(files, [validate_fraction, test_fraction], seed)
-    splits = {k: _make_split(k, [(f, *_parse_name(f, root), None) for f in group])
-              for k, group in zip(SPLITS, (train, val, test))}
+    rows, named = _folder_names(_screen(files, check, skip_bad, skipped), root)
+    by_file = {r[0]: r for r in rows}
+    val, test, train = _seeded_split(list(by_file), [validate_fraction, test_fraction], seed)
+    splits = {k: _make_split(k, [(*by_file[f], None) for f in group]) for k, group in zip(SPLITS, (train, val, test))}
     return splits, (f"random split by file ({validate_fraction:.0%} validate, {test_fraction:.0%} "
-                    f"test, seed {seed}); slices of one subject may fall in several splits")
+                    f"test, seed {seed}); slices of one subject may fall in several splits; {named}")
 
 
 def _load_nifti(root: Path, check, skip_bad, skipped, validate_fraction, test_fraction, seed, **_):
@@ -677,14 +972,35 @@ def _cohort_labels(meta: dict) -> dict[str, str]:
     return {str(k): str(v) for k, v in labels.items()}
 
 
+def duplicate_files(files) -> list[tuple[str, ...]]:
+    """Groups of byte-identical files (a copy under another name): files of equal size are hashed."""
+    by_size: dict[int, list[str]] = {}
+    for f in files:
+        if "#z=" not in f:
+            by_size.setdefault(os.stat(f).st_size, []).append(f)
+    groups: dict[bytes, list[str]] = {}
+    for same in (v for v in by_size.values() if len(v) > 1):
+        for f in same:
+            with open(f, "rb") as fh:
+                groups.setdefault(hashlib.blake2b(fh.read(), digest_size=16).digest(), []).append(f)
+    return sorted(tuple(sorted(v)) for v in groups.values() if len(v) > 1)
+
+
 def load_dataset(layout: str, root, *, validate_fraction: float = 0.1, test_fraction: float = 0.1,
                  seed: int = 0, skip_bad: bool = False, check: str = "header") -> BrainDataset:
     """Read the data set at ``root`` in ``layout`` (one of LAYOUTS) into three splits.
 
-    ``check="header"`` opens every image header with Pillow now, so a corrupt, empty or non-image
-    file stops loading with its name (``"full"`` decodes every image; ``"none"`` checks only that
-    files are non-empty images by name). With ``skip_bad=True`` such files are skipped instead,
-    listed in ``BrainDataset.skipped`` and counted in a warning. ``validate_fraction`` and
+    An oasis or adni layout (and a synthetic cohort in either) is found in ``root`` or up to two
+    folders below it, as course zips unpack (``BrainDataset.root`` is where; ``data_dir`` the
+    folder given). Every file name is parsed by its layout's scheme and every ADNI class folder
+    read as its class (``CN`` as ``NC``), or loading stops with one line naming the file or folder.
+
+    ``check="header"`` opens every image header with Pillow now, and checks that PNG/JPEG files
+    reach their end-of-image marker, so a corrupt, cut-short, empty or non-image file stops
+    loading with its name (``"full"`` also decodes every image; ``"none"`` checks only that files
+    are non-empty images by name). With ``skip_bad=True`` such files (and files whose names do not
+    parse) are skipped instead, listed in ``BrainDataset.skipped`` and counted in a warning.
+    Byte-identical files are listed in ``BrainDataset.duplicates``. ``validate_fraction`` and
     ``test_fraction`` apply where a layout has no such split of its own (seeded by ``seed``).
     """
     if layout not in LAYOUTS:
@@ -699,10 +1015,14 @@ def load_dataset(layout: str, root, *, validate_fraction: float = 0.1, test_frac
                            f"leaves nothing to train on; keep their sum below 1")
     if layout == "synthetic" and not Path(root).expanduser().exists():
         raise BrainVQError(f"synthetic cohort not found at {root}; build it with `brainvq synth {root}`")
-    path = _root(root)
-    kind = detect_layout(path) if layout == "auto" else layout
+    given = _root(root)
+    found = locate(given, layout)
+    kind, path = (found, given) if isinstance(found, str) else (found.kind, found.base)
+    synthetic = not isinstance(found, str) and (found.synthetic or layout == "synthetic")
+    if not isinstance(found, str) and found.kind == "adni" and found.base.name == "AD_NC" and found.base != given:
+        path = found.base.parent   # the folder that holds AD_NC/ is where the layout is
     name, meta = kind, None
-    if kind == "synthetic":
+    if synthetic:
         meta = {}
         if (path / "cohort.json").is_file():
             try:
@@ -711,20 +1031,22 @@ def load_dataset(layout: str, root, *, validate_fraction: float = 0.1, test_frac
                 raise BrainVQError(f"{path / 'cohort.json'} is not valid JSON ({exc.msg}); rebuild the "
                                    f"cohort with `brainvq synth {path}`") from None
         name = meta.get("name", "synthetic (MNI152-derived)")
-        kind = "adni" if _adni_base(path) is not None and not (path / OASIS_DIRS[0]).is_dir() else "oasis"
     skipped: list[tuple[str, str]] = []
     splits, notes = _LOADERS[kind](path, check=check, skip_bad=skip_bad, skipped=skipped, seed=seed,
                                    validate_fraction=validate_fraction, test_fraction=test_fraction)
+    if path != given:
+        notes = f"found the {kind} layout in {path.relative_to(given)}/ below the folder given; {notes}"
     labels = _cohort_labels(meta or {})
     if labels:
         splits = {k: replace(s, labels=tuple(labels.get(subj, y) for subj, y in zip(s.subjects, s.labels)))
                   for k, s in splits.items()}
+    duplicates = tuple(duplicate_files([f for s in splits.values() for f in s.files]))
     if skipped:
         first = ", ".join(shown(Path(f).name) for f, _ in skipped[:3])
         warnings.warn(f"skipped {len(skipped)} unreadable file(s) under {path}: {first}"
                       f"{' ...' if len(skipped) > 3 else ''}", stacklevel=2)
     return BrainDataset(name=name, layout="synthetic" if meta is not None else kind, root=str(path),
-                        skipped=tuple(skipped), notes=notes, **splits)
+                        skipped=tuple(skipped), notes=notes, data_dir=str(given), duplicates=duplicates, **splits)
 
 
 # ----------------------------------------------------------------------------- views for notebooks
