@@ -221,7 +221,13 @@ def known_keys() -> dict[str, type]:
 
 
 def _coerce(key: str, value, default):
-    """Turn a command-line string into the type of the default."""
+    """Turn a command-line string (or a number that papermill or JSON typed by its look) into the type of
+    the default: ``2024`` for a text parameter is ``"2024"``, ``1`` for a yes/no parameter is True."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if default is None or isinstance(default, str):
+            return str(value)
+        if isinstance(default, bool) and value in (0, 1):
+            return bool(value)
     if not isinstance(value, str) or isinstance(default, str):
         return value
     if value.lower() in ("none", "null"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import metrics
+from .images import as_images
 from .realism import empty_images
 
 
@@ -33,7 +34,7 @@ NN_CANDIDATES = 128   # references scored exactly per query (metrics.nearest_nei
 def _scored(sets, train_images, candidates) -> list[dict]:
     """Nearest-neighbour scores of each set of images, all in one search (``train_images`` may be
     ``data.LazyImages``: then it is read twice in all, not twice per set)."""
-    sets = [np.asarray(x, np.float32) for x in sets]
+    sets = [as_images(x, name) for x, name in zip(sets, ("samples", "test_images", "random_images"))]
     nn = metrics.nearest_neighbour_ssim(np.concatenate(sets), train_images, masked=True, candidates=candidates)
     out, start = [], 0
     for images in sets:

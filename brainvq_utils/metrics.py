@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import BrainVQError
+from .images import as_images
 from .progress import Bar
 
 SSIM_SETTINGS = dict(max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03)
@@ -25,21 +26,18 @@ BRAIN_LEVEL = 0.1   # grey level above which a pixel is brain tissue (real backg
 
 
 def _as_batch(images, name):
-    arr = np.asarray(images, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[None, ..., None]
-    elif arr.ndim == 3:
-        arr = arr[..., None] if arr.shape[-1] != 1 else arr[None]
-    if arr.ndim != 4 or arr.shape[-1] != 1:
-        raise BrainVQError(f"{name} must be grey images (N, H, W, 1); got shape {arr.shape}")
+    """``images.as_images`` (uint8 scaled to [0, 1]; NaN, out-of-range or colour refused), at least as large
+    as the SSIM window."""
+    arr = as_images(images, name)
     if min(arr.shape[1:3]) < SSIM_SETTINGS["filter_size"]:
         raise BrainVQError(f"{name} of size {arr.shape[1:3]} is smaller than the 11x11 SSIM window")
     return arr
 
 
 def ssim(a, b, batch_size: int = 256) -> np.ndarray:
-    """Per-image SSIM of two equally shaped batches (N, H, W, 1) in [0, 1] -> (N,)."""
-    a, b = _as_batch(a, "first images"), _as_batch(b, "second images")
+    """Per-image SSIM of two equally shaped batches (N, H, W, 1) in [0, 1] -> (N,); uint8 images are
+    scaled to [0, 1] first (``images.as_images``)."""
+    a, b = _as_batch(a, "ssim's first images"), _as_batch(b, "ssim's second images")
     if a.shape != b.shape:
         raise BrainVQError(f"SSIM needs equal shapes; got {a.shape} and {b.shape}")
     out = [tf.image.ssim(tf.constant(a[i:i + batch_size]), tf.constant(b[i:i + batch_size]),
@@ -128,10 +126,7 @@ def brain_masks(images, level: float = BRAIN_LEVEL) -> np.ndarray:
     filled. Real slices have an exactly black background, so this is the head's outline."""
     from scipy import ndimage
 
-    arr = np.asarray(images, dtype=np.float32)
-    arr = arr[..., 0] if arr.ndim == 4 else arr[None] if arr.ndim == 2 else arr
-    if arr.ndim != 3:
-        raise BrainVQError(f"images must be grey (N, H, W, 1) or (N, H, W); got shape {np.shape(images)}")
+    arr = as_images(images, "images")[..., 0]
     return np.stack([ndimage.binary_fill_holes(a > level) for a in arr]) if len(arr) else arr.astype(bool)
 
 

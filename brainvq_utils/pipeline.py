@@ -52,6 +52,7 @@ def print_versions() -> dict:
 class NotebookContext:
     params: dict
     run_dir: Path
+    retrain: bool = False
 
     @property
     def profile(self) -> str:
@@ -65,15 +66,86 @@ class NotebookContext:
         return stage_config(cls, self.params)
 
 
+def _text(name: str, value, notes: list) -> str | None:
+    """A parameter that must be text (a name or a path), or None. papermill types a ``-p`` value by its
+    look, so ``-p run_dir 2024`` arrives as the number 2024: it is read as the text it was, and said
+    (a leading zero, as in 007, is lost on the way: pass such a value with ``-r``)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        notes.append(f"{name}={value!r} arrived as a number (papermill types -p values by their look) and is "
+                     f"read as the text {str(value)!r}; pass text with -r {name} VALUE to keep it exactly")
+        return str(value)
+    raise BrainVQError(f"parameter {name}={value!r} must be text (a name or a folder), not {type(value).__name__}")
+
+
+def _flag(name: str, value) -> bool:
+    """A yes/no parameter: a bool, 0/1, or the words true/false/yes/no (``-p retrain no`` is a string)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise BrainVQError(f"parameter {name}={value!r} must be true or false")
+
+
+def _assigned(source: str) -> list[str]:
+    """The names a cell assigns at its top level (its parameters)."""
+    import ast
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    return [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+
+
+def injected_parameters(history=None, namespace=None) -> dict:
+    """The parameters papermill injected (``-p NAME VALUE``) that the notebook's own parameters cell does
+    not declare, with their values: papermill only warns about those ("Passed unknown parameter") and
+    the notebook would run without them. Read from the kernel's input history, where papermill's cell
+    (first line exactly ``# Parameters``) follows the notebook's parameters cell; ``{}`` outside a
+    kernel or when nothing was injected."""
+    if history is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return {}
+        shell = get_ipython()
+        if shell is None:
+            return {}
+        history, namespace = shell.user_ns.get("In") or [], shell.user_ns
+    for i in range(len(history) - 1, 0, -1):
+        if history[i].split("\n", 1)[0].strip() == "# Parameters":
+            declared = set(_assigned(history[i - 1]))
+            return {name: namespace.get(name) for name in _assigned(history[i]) if name not in declared}
+    return {}
+
+
 def start(profile: str = "demo", dataset: str = "synthetic", data_dir=None, run_dir=None,
-          overrides: dict | None = None, interactive_logging: bool | None = None) -> NotebookContext:
+          overrides: dict | None = None, interactive_logging: bool | None = None,
+          retrain=False) -> NotebookContext:
     """Resolve parameters and run directory for a notebook, and set the figure folder.
 
-    A run directory that a previous notebook of the same run wrote keeps its dataset
-    parameters (``dataset.json``), so 02-05 train on what 01 explored.
+    Every value of the parameters cell is checked and, where papermill typed it by its look, turned
+    back into the type it needs (``-p run_dir 2024`` is text; ``-p retrain no`` is False); a
+    parameter papermill passed that the parameters cell does not declare is applied as an override
+    when brainvq knows it (``-p image_size 48``) and stops the notebook, named, when it does not.
+    A relative ``data_dir`` is made absolute here, so that a notebook run later from another working
+    directory reads the same folder (01 records it in ``dataset.json``). A run directory that a
+    previous notebook of the same run wrote keeps its dataset parameters (``dataset.json``), so 02-05
+    train on what 01 explored.
     """
     import keras
 
+    from .config import known_keys
+
+    notes: list[str] = []
+    profile, dataset = _text("profile", profile, notes), _text("dataset", dataset, notes)
+    data_dir, run_dir = _text("data_dir", data_dir, notes), _text("run_dir", run_dir, notes)
     if isinstance(overrides, str):   # `papermill -p overrides '{"epochs": 5}'` passes a string
         try:
             overrides = json.loads(overrides)
@@ -82,9 +154,17 @@ def start(profile: str = "demo", dataset: str = "synthetic", data_dir=None, run_
     if not isinstance(overrides or {}, dict):
         raise BrainVQError(f"overrides must be a dict of parameter names to values; got {overrides!r}")
     overrides = dict(overrides or {})
+    for name, value in injected_parameters().items():
+        if name not in known_keys():
+            raise BrainVQError(f"papermill passed -p {name} {value!r}, which is neither in this notebook's parameters "
+                               f"cell nor a brainvq parameter; check its spelling (known: {', '.join(sorted(known_keys()))})")
+        notes.append(f"{name}={value!r} is not in this notebook's parameters cell: applied as an override")
+        overrides[name] = value
     overrides.setdefault("dataset", dataset)
-    if data_dir is not None:
-        overrides.setdefault("data_dir", str(data_dir))
+    if data_dir not in (None, ""):
+        overrides.setdefault("data_dir", data_dir)
+    if overrides.get("data_dir") not in (None, ""):
+        overrides["data_dir"] = _absolute(_text("data_dir", overrides["data_dir"], notes))
     params = load_params(profile, overrides)
     devices.initialize_multi_host()   # several machines (KERAS_DISTRIBUTION_*): join them first
     run_dir = Path(run_dir).expanduser() if run_dir else default_run_dir(profile)
@@ -94,8 +174,10 @@ def start(profile: str = "demo", dataset: str = "synthetic", data_dir=None, run_
     if interactive_logging is not None:
         (keras.config.enable_interactive_logging if interactive_logging
          else keras.config.disable_interactive_logging)()
+    for note in notes:
+        print(f"note: {note}")
     print(f"profile {profile}; run directory {run_dir}")
-    return NotebookContext(params, run_dir)
+    return NotebookContext(params, run_dir, _flag("retrain", retrain))
 
 
 def data_root(cfg: DataConfig) -> Path:
@@ -135,14 +217,16 @@ def check_held_out_subjects(ds, folds: int) -> None:
 
 
 def record_dataset(ctx: NotebookContext, ds, summary: dict) -> dict:
-    """Write ``dataset.json`` (config + summary, read by 02-05) and the ``dataset`` metrics, once the
-    held-out splits are checked (``check_held_out_subjects``)."""
+    """Write ``dataset.json`` (config, summary and ``BrainDataset.describe``'s lines; read by 02-05) and the
+    ``dataset`` metrics, once the held-out splits are checked (``check_held_out_subjects``)."""
     check_held_out_subjects(ds, ctx.params["realism_folds"])
-    write_json(ctx.run_dir / "dataset.json", {"config": ctx.data.__dict__, "summary": summary})
-    section = {"name": ds.name, "layout": ds.layout, "root": ds.root,
+    write_json(ctx.run_dir / "dataset.json", {"config": ctx.data.__dict__, "summary": summary,
+                                              "found": ds.describe().splitlines()})
+    section = {"name": ds.name, "layout": ds.layout, "root": ds.root, "data_dir": summary["data_dir"],
                **{f"{k}_images": int(v) for k, v in summary["images"].items()},
                "subjects": summary["subjects"], "image_size": summary["image_size"],
-               "skipped_files": int(summary["skipped"])}
+               "skipped_files": int(summary["skipped"]), "duplicate_groups": int(summary["duplicate_groups"]),
+               **({"classes": summary["labels"]} if "labels" in summary else {})}
     update_metrics(ctx.run_dir, "dataset", section)
     return section
 

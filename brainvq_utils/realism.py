@@ -38,6 +38,7 @@ import numpy as np
 
 from . import progress
 from .errors import BrainVQError
+from .images import as_images
 from .metrics import BRAIN_LEVEL, brain_masks
 
 EMPTY_FRACTION = 0.01    # an image with less brain than this share of its pixels is empty
@@ -47,24 +48,18 @@ FOLDS = 5
 # ----------------------------------------------------------------------------- images
 def quantize_8bit(images) -> np.ndarray:
     """Images in [0, 1] rounded to the 256 grey levels of an 8-bit file, as float32."""
-    arr = np.asarray(images, dtype=np.float32)
+    arr = np.asarray(images)
+    if arr.dtype.kind in "biuO":          # uint8 is scaled, other integer types refused (images.as_images)
+        arr = as_images(arr, "images")
+    arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         raise BrainVQError("images hold NaN or infinite values; check the decoder's output")
     return (np.round(np.clip(arr, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
 
 
-def _grey_batch(images, name) -> np.ndarray:
-    arr = np.asarray(images, dtype=np.float32)
-    if arr.ndim == 3:
-        arr = arr[..., None]
-    if arr.ndim != 4 or arr.shape[-1] != 1:
-        raise BrainVQError(f"{name} must be grey images (N, H, W, 1); got shape {arr.shape}")
-    return arr
-
-
 def brain_fraction(images, level: float = BRAIN_LEVEL) -> np.ndarray:
     """Share of each image's pixels that are brain (``metrics.brain_masks``)."""
-    masks = brain_masks(_grey_batch(images, "images"), level)
+    masks = brain_masks(as_images(images, "images"), level)
     return masks.reshape(len(masks), -1).mean(axis=1)
 
 
@@ -120,7 +115,7 @@ def texture_features(images) -> np.ndarray:
     over 8 x 8 blocks (where things are)."""
     from scipy import ndimage
 
-    arr = quantize_8bit(_grey_batch(images, "images"))[..., 0].astype(np.float64)
+    arr = quantize_8bit(as_images(images, "images"))[..., 0].astype(np.float64)
     if arr.shape[1] < 16 or arr.shape[2] < 16:
         raise BrainVQError(f"images of {arr.shape[1:]} pixels are too small for the realism score; use 16 or more")
     out = []
@@ -172,7 +167,7 @@ def two_sample_test(set_a, set_b, groups_a, groups_b, folds: int = FOLDS, seed: 
     interval), ``n_a``, ``n_b``, ``folds``, ``seconds`` and ``scores``: every image's
     held-out probability of being from set B (A first, then B).
     """
-    a, b = _grey_batch(set_a, "set A"), _grey_batch(set_b, "set B")
+    a, b = as_images(set_a, "set A"), as_images(set_b, "set B")
     label = f" ({name})" if name else ""
     if a.shape[1:] != b.shape[1:]:
         raise BrainVQError(f"the two sets{label} hold images of different sizes, {a.shape[1:3]} and "
@@ -264,9 +259,9 @@ def per_position_fidelity(queries, query_positions, references, reference_positi
     an (N, H, W, 1) array, or ``data.LazyImages`` (one position's images are read at a time)."""
     from . import metrics
 
-    queries = _grey_batch(queries, "queries")
+    queries = as_images(queries, "queries")
     if not hasattr(references, "chunks"):   # data.LazyImages: read one position's references at a time
-        references = _grey_batch(references, "references")
+        references = as_images(references, "references")
     qp, rp = np.asarray(query_positions), np.asarray(reference_positions)
     if len(qp) != len(queries) or len(rp) != len(references):
         raise BrainVQError("give one slice position per image")

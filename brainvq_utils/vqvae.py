@@ -34,6 +34,7 @@ from keras import layers, ops
 
 from . import devices
 from .errors import BrainVQError
+from .images import as_images, concrete_numpy
 
 PACKAGE = "brainvq"
 
@@ -56,6 +57,10 @@ class VectorQuantizer(layers.Layer):
 
     def __init__(self, num_codes=256, code_dim=32, beta=0.25, update="ema", decay=0.99,
                  epsilon=1e-5, restart_below=1.0, seed=None, **kwargs):
+        # Always float32, whatever the global dtype policy: in float16 the usage counts of one
+        # 256x256 batch overflow (65,504 is float16's largest number) and the codebook fills with
+        # inf and NaN; the distances and the EMA sums lose the digits that pick the nearest code.
+        kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         if update not in ("ema", "gradient"):
             raise BrainVQError(f"codebook update {update!r} is not known; use 'ema' or 'gradient'")
@@ -249,7 +254,7 @@ def build_encoder(image_shape, code_dim=32, channels=64, res_blocks=2, downsampl
         # The keras.io VQ-VAE example: two stride-2 convolutions and a 1x1 projection.
         x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(inputs)
         x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
-        return keras.Model(inputs, layers.Conv2D(code_dim, 1, padding="same")(x), name=name)
+        return keras.Model(inputs, layers.Conv2D(code_dim, 1, padding="same", dtype="float32")(x), name=name)
     n_down = 2 if downsample == 4 else 3
     widths = [max(channels // 2 ** (n_down - 1 - i), 16) for i in range(n_down)]
     x = inputs
@@ -260,7 +265,8 @@ def build_encoder(image_shape, code_dim=32, channels=64, res_blocks=2, downsampl
     for i in range(res_blocks):
         x = ResidualBlock(channels, name=f"res{i}")(x)
     x = layers.ReLU()(x)
-    return keras.Model(inputs, layers.Conv2D(code_dim, 1, name="to_codes")(x), name=name)
+    # The vectors to quantise, and (in the decoder) the image, come out in float32 under any dtype policy.
+    return keras.Model(inputs, layers.Conv2D(code_dim, 1, name="to_codes", dtype="float32")(x), name=name)
 
 
 def build_decoder(latent_shape, channels=64, res_blocks=2, downsample=4,
@@ -271,7 +277,7 @@ def build_decoder(latent_shape, channels=64, res_blocks=2, downsample=4,
     if architecture == "keras_io":
         x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(inputs)
         x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(x)
-        return keras.Model(inputs, layers.Conv2DTranspose(1, 3, padding="same")(x), name=name)
+        return keras.Model(inputs, layers.Conv2DTranspose(1, 3, padding="same", dtype="float32")(x), name=name)
     n_up = 2 if downsample == 4 else 3
     x = layers.Conv2D(channels, 3, padding="same")(inputs)
     for i in range(res_blocks):
@@ -283,7 +289,7 @@ def build_decoder(latent_shape, channels=64, res_blocks=2, downsample=4,
     x = layers.ReLU()(x)
     # Linear output: a ReLU here can start dead (an all-black decoder for epochs). The model
     # clips to [0, 1] at inference, which still gives exact zeros in the background.
-    outputs = layers.Conv2D(1, 3, padding="same", name="to_image")(x)
+    outputs = layers.Conv2D(1, 3, padding="same", name="to_image", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -324,9 +330,15 @@ class VQVAE(keras.Model):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         return loss + devices.replica_share(self.quantizer.vq_loss())
 
+    def checked(self, x, name: str = "x"):
+        """``x`` checked and converted by ``images.as_images`` (uint8 scaled to [0, 1]; NaN, out-of-range,
+        colour or wrongly sized images refused) when it holds values now; a symbolic tensor as it is."""
+        values = concrete_numpy(x)
+        return x if values is None else as_images(values, name, size=self.encoder.input_shape[1:3])
+
     def encode(self, x):
         """Images (B, H, W, 1) -> code maps (B, h, w) int32."""
-        return self.quantizer.indices(self.encoder(x))
+        return self.quantizer.indices(self.encoder(self.checked(x, "the images to encode")))
 
     def decode(self, codes):
         """Code maps (B, h, w) -> images (B, H, W, 1) clipped to [0, 1]."""
@@ -334,7 +346,7 @@ class VQVAE(keras.Model):
 
     def reconstruct(self, x):
         """Inference-time reconstruction in [0, 1]."""
-        return self(x, training=False)
+        return self(self.checked(x, "the images to reconstruct"), training=False)
 
     def get_config(self):
         config = super().get_config()

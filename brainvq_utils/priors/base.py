@@ -13,33 +13,13 @@ import numpy as np
 from keras import ops
 
 from ..errors import BrainVQError
+from ..images import concrete_numpy
 
 PACKAGE = "brainvq"
 
 
 def _glorot(seed, index):
     return keras.initializers.GlorotUniform(seed=None if seed is None else int(seed) * 1009 + index)
-
-
-def _concrete_numpy(x):
-    """``x`` as a NumPy array when it holds values now (eager), else None (traced)."""
-    if isinstance(x, (np.ndarray, np.generic, int, list, tuple)):
-        return np.asarray(x)
-    backend = keras.backend.backend()
-    try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-            if isinstance(x, tf.Tensor) and tf.executing_eagerly():
-                return x.numpy()
-        elif backend == "jax":
-            import jax
-            if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
-                return np.asarray(x)
-        elif backend == "numpy":
-            return np.asarray(x)
-    except Exception:  # a symbolic tensor: nothing to check now
-        return None
-    return None
 
 
 class Prior(keras.Model):
@@ -100,7 +80,7 @@ class Prior(keras.Model):
         if len(shape) != 3 or tuple(shape[1:]) != self.grid:
             raise BrainVQError(f"code maps of shape {shape} do not match the prior's grid {self.grid}; "
                                f"pass (B, {self.grid[0]}, {self.grid[1]}) int32 codes")
-        values = _concrete_numpy(codes)
+        values = concrete_numpy(codes)
         top = self.num_codes + int(self.mask_token)   # the mask token, where the prior has one
         if values is not None and values.size and (values.min() < 0 or values.max() >= top):
             raise BrainVQError(f"codes range over [{values.min()}, {values.max()}] but the prior has "
@@ -114,7 +94,7 @@ class Prior(keras.Model):
                 raise BrainVQError(f"this prior was built without {key} conditioning; "
                                    f"drop inputs['{key}'] or build with {option} > 0")
             if value is not None:
-                concrete = _concrete_numpy(value)
+                concrete = concrete_numpy(value)
                 if concrete is not None and concrete.size and (concrete.min() < 0 or concrete.max() >= size):
                     raise BrainVQError(f"{key} values range over [{concrete.min()}, {concrete.max()}] "
                                        f"but the prior knows {size}; pass integers in [0, {size})")
