@@ -30,7 +30,7 @@ def _key_values(items) -> dict:
 
 
 def _cmd_run(args) -> int:
-    from .pipeline import resume_notebooks, run_notebooks
+    from .runner import resume_notebooks, run_notebooks
     if args.resume:
         if args.run_dir and args.run_dir != args.resume:
             raise BrainVQError(f"--resume {args.resume} and --run-dir {args.run_dir} name two run directories; "

@@ -8,7 +8,7 @@
   stay small.
 - Under ``brainvq run`` every notebook's kernel also writes one short status line to the file
   named by ``BRAINVQ_PROGRESS_FILE``; the command line reads it to move its one progress line
-  per notebook (``pipeline.run_notebooks``).
+  per notebook (``runner.run_notebooks``).
 """
 
 from __future__ import annotations

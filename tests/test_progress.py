@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from brainvq_utils import pipeline, progress
+from brainvq_utils import progress, runner
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ class FakeTTY(io.StringIO):
 
 def test_terminal_on_a_pipe_adds_a_line_only_when_the_status_changes_and_not_too_often():
     out = io.StringIO()
-    term = pipeline._Terminal(out, every_s=3600)
+    term = runner._Terminal(out, every_s=3600)
     term.status("[1/5] 01: starting")
     term.status("[1/5] 01: starting")       # unchanged
     term.status("[1/5] 01: epoch 2")        # changed, but within every_s
@@ -98,7 +98,7 @@ def test_terminal_on_a_pipe_adds_a_line_only_when_the_status_changes_and_not_too
 
 def test_terminal_on_a_tty_rewrites_one_line_in_place():
     out = FakeTTY()
-    term = pipeline._Terminal(out, every_s=3600)
+    term = runner._Terminal(out, every_s=3600)
     term.status("[2/5] 02: epoch 1/20")
     term.status("[2/5] 02: epoch 2/20")
     term.line("[2/5] 02 done in 9.0 s")
@@ -109,7 +109,7 @@ def test_terminal_on_a_tty_rewrites_one_line_in_place():
 
 def test_quiet_terminal_sends_child_processes_and_stderr_to_the_log(tmp_path, capfd):
     log = tmp_path / "run.log"
-    with open(log, "a") as log_file, pipeline._quiet_terminal(log_file, verbose=False) as terminal:
+    with open(log, "a") as log_file, runner._quiet_terminal(log_file, verbose=False) as terminal:
         terminal.write("progress line\n")
         terminal.flush()
         print("a print")
@@ -126,7 +126,7 @@ def test_quiet_terminal_sends_child_processes_and_stderr_to_the_log(tmp_path, ca
 
 
 def test_verbose_terminal_changes_nothing(tmp_path, capfd):
-    with pipeline._quiet_terminal(None, verbose=True) as terminal:
+    with runner._quiet_terminal(None, verbose=True) as terminal:
         terminal.write("shown\n")
         print("also shown", file=sys.stderr)
     shown = capfd.readouterr()
@@ -137,5 +137,5 @@ def test_verbose_terminal_changes_nothing(tmp_path, capfd):
 def test_a_bad_status_interval_is_one_line(monkeypatch, value):
     monkeypatch.setenv("BRAINVQ_STATUS_EVERY_S", value)
     with pytest.raises(Exception, match="BRAINVQ_STATUS_EVERY_S=.* must be a number of seconds"):
-        pipeline.status_interval()
-    assert pipeline.status_interval("2.5") == 2.5
+        runner.status_interval()
+    assert runner.status_interval("2.5") == 2.5

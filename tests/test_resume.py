@@ -18,8 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from brainvq_utils import cli, pipeline, runs  # noqa: E402
-from brainvq_utils.pipeline import NOTEBOOKS  # noqa: E402
+from brainvq_utils import cli, runner, runs  # noqa: E402
+from brainvq_utils.runner import NOTEBOOKS  # noqa: E402
 
 # More epochs than the smoke profile's 4 and 3, so that a kill lands between two epochs.
 EPOCHS, PRIOR_EPOCHS = 8, 6
@@ -126,7 +126,7 @@ def killed_three_times(tmp_path_factory):
     # 3. resumed, stopped with SIGTERM while 05 samples
     t = time.monotonic()
     proc = _start(["run", "--resume", run], env, root)
-    progress = run / pipeline.PROGRESS_FILE
+    progress = run / runner.PROGRESS_FILE
     _wait_for(proc, lambda: progress.exists() and "sampling" in progress.read_text(errors="replace"), "05's sampling")
     kernels = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
@@ -241,7 +241,7 @@ def _stub_runner(monkeypatch):
     def fake(run_dir, names, verbose, status_every_s):
         calls.append((run_dir, names))
         return run_dir
-    monkeypatch.setattr(pipeline, "_run_locked", fake)
+    monkeypatch.setattr(runner, "_run_locked", fake)
     return calls
 
 
@@ -326,7 +326,7 @@ def test_run_records_the_data_folder_as_an_absolute_path(tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINVQ_RUNS_DIR", str(tmp_path / "runs-home"))
     monkeypatch.chdir(tmp_path)
     _stub_runner(monkeypatch)
-    run = pipeline.run_notebooks(str(tmp_path / "run"), profile="smoke", dataset="oasis", data_dir="my-oasis")
+    run = runner.run_notebooks(str(tmp_path / "run"), profile="smoke", dataset="oasis", data_dir="my-oasis")
     record = json.loads((run / "run.json").read_text())
     assert record["parameters"]["data_dir"] == str(tmp_path / "my-oasis")
     assert record["finished"] == {} and record["notebooks"] == list(NOTEBOOKS)
