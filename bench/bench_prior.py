@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from brainvq_utils import pipeline, realism, sampling, training  # noqa: E402
+from brainvq_utils import pipeline, priors, realism, sampling, training  # noqa: E402
 from brainvq_utils.config import PRECISIONS, PriorConfig, SamplingConfig, load_params, stage_config  # noqa: E402
 from brainvq_utils.priors import prior_info  # noqa: E402
 
@@ -82,15 +82,15 @@ def bench_one(name, precision, codes, vqvae, ev, feats, args):
     positions = int(codes["num_positions"]) if cfg.condition_on_position else 0
 
     def inputs(split):
-        return training.prior_inputs(codes[f"{split}_codes"], codes[f"{split}_position"] if positions else None)
+        return priors.prior_inputs(codes[f"{split}_codes"], codes[f"{split}_position"] if positions else None)
 
     build = training.prior_builder(cfg, k, grid, positions)
     with tempfile.TemporaryDirectory() as tmp:
         keras.utils.set_random_seed(cfg.prior_seed)
         prior, history = training.train_prior(
-            training.code_dataset(inputs("train"), cfg.prior_batch_size, shuffle=True, seed=cfg.prior_seed),
-            training.code_dataset(inputs("validate"), cfg.prior_batch_size), cfg, build, tmp, verbose=0)
-        scores = training.prior_scores(prior, training.code_dataset(inputs("test"), 64))
+            priors.code_dataset(inputs("train"), cfg.prior_batch_size, shuffle=True, seed=cfg.prior_seed),
+            priors.code_dataset(inputs("validate"), cfg.prior_batch_size), cfg, build, tmp, verbose=0)
+        scores = training.prior_scores(prior, priors.code_dataset(inputs("test"), 64))
     cond = {"position": ev["conditions"]["position"]} if prior_info(prior)["num_positions"] else {}
     start = time.perf_counter()
     maps = sampling.sample(prior, len(ev["reconstructions"][0]), seed=scfg.sample_seed, batch_size=64,

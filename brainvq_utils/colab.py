@@ -214,7 +214,7 @@ BFLOAT16_SINCE = (8, 0)   # GPUs of this compute capability and later compute in
 def has_bfloat16(capability) -> bool:
     """Whether a GPU of compute ``capability`` ("8.0", (8, 0), 8.6...) computes in bfloat16
     natively (A100, L4, H100: yes; T4, V100: no). The one place this rule lives
-    (``training.gpu_has_bfloat16`` asks it too)."""
+    (``devices.gpu_has_bfloat16`` asks it too)."""
     if isinstance(capability, str):
         capability = tuple(int(part) for part in capability.strip().split(".")[:2])
     elif isinstance(capability, (int, float)):

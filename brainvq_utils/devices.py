@@ -1,4 +1,5 @@
-"""Training on one device or several, on the engines Keras already has (data parallel).
+"""Training on one device or several, on the engines Keras already has (data parallel), and the
+hardware's bfloat16 (``resolve_precision``: the precision a prior trains in where it is fastest).
 
 One parameter, ``devices`` (``-p devices=auto|1|N``), picks how many devices a fit uses:
 ``auto`` takes every accelerator present (GPUs, TPUs) and one CPU device on a CPU-only
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 from .errors import BrainVQError
 
@@ -213,3 +215,62 @@ def replica_share(loss):
     import tensorflow as tf
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss if replicas == 1 else loss / replicas
+
+
+# ----------------------------------------------------------------------------- bfloat16 in hardware
+def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
+    """Whether the CPU does bfloat16 arithmetic in hardware (x86 AVX512_BF16 or AMX; read
+    from /proc/cpuinfo, so False where there is none, e.g. on macOS)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def gpu_has_bfloat16(device_details=None) -> bool | None:
+    """Whether the first GPU computes in bfloat16 natively (``colab.has_bfloat16``: compute
+    capability 8.0 or more); None where there is no GPU. Asks TensorFlow, or JAX under the JAX
+    backend. ``device_details``: a dict with ``compute_capability`` instead (tests)."""
+    import keras
+
+    from .colab import has_bfloat16   # stdlib only: the Colab setup cell loads that module by its path
+    if device_details is None:
+        if keras.backend.backend() == "jax":
+            import jax
+            gpus = [d for d in jax.devices() if d.platform == "gpu"]
+            if not gpus:
+                return None
+            device_details = {"compute_capability": getattr(gpus[0], "compute_capability", None)}
+        else:
+            import tensorflow as tf
+            gpus = tf.config.list_physical_devices("GPU")
+            if not gpus:
+                return None
+            device_details = tf.config.experimental.get_device_details(gpus[0])
+    capability = device_details.get("compute_capability")
+    try:
+        return bool(capability) and has_bfloat16(capability)
+    except (TypeError, ValueError):
+        return False
+
+
+def resolve_precision(precision: str, cpuinfo="/proc/cpuinfo", gpu_bfloat16=None) -> str:
+    """The dtype policy a prior trains under: ``"auto"`` picks ``"mixed_bfloat16"`` on a GPU with
+    native bfloat16 (``gpu_has_bfloat16``), and on a CPU-only machine whose CPU has it, where more
+    epochs fit into a time budget (``brainvq bench prior --precisions``; README); ``"float32"``
+    anywhere else. ``gpu_bfloat16``: True/False/None (no GPU) instead of asking the machine."""
+    import keras
+
+    if precision != "auto":
+        return precision
+    on_accelerator = any(not str(d).lower().startswith("cpu") for d in keras.distribution.list_devices())
+    if on_accelerator:
+        if gpu_bfloat16 is None:
+            gpu_bfloat16 = gpu_has_bfloat16()
+        return "mixed_bfloat16" if gpu_bfloat16 else "float32"
+    return "mixed_bfloat16" if cpu_has_native_bfloat16(cpuinfo) else "float32"

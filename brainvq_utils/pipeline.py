@@ -283,7 +283,7 @@ def conditioning(codes: dict, cfg) -> tuple[int, int]:
 
 
 def split_inputs(codes: dict, split: str, positions: int, classes: int) -> dict:
-    from .training import prior_inputs
+    from .priors import prior_inputs
     return prior_inputs(codes[f"{split}_codes"], codes[f"{split}_position"] if positions else None,
                         codes[f"{split}_label"] if classes else None)
 

@@ -1,9 +1,11 @@
-"""Training and evaluation of the VQ-VAE: fit with checkpoints, resume and monitors.
+"""Fitting the two models with checkpoints, resume and monitors, and scoring what they learned.
 
-``train_vqvae`` builds (or resumes) the model, fits it with a per-epoch cosine
-learning-rate schedule, logs validation SSIM, codebook usage and perplexity every
-epoch, writes a checkpoint after every epoch and stops at a time budget. Killed half
-way, the next call continues from the last finished epoch.
+``fit_resumable`` fits any compiled model with a per-epoch cosine learning-rate schedule, writes
+a checkpoint after every epoch, stops at a time budget and, killed half way, continues from the
+last finished epoch on the next call. ``train_vqvae`` fits the VQ-VAE with its monitors
+(validation SSIM, codebook usage and perplexity every epoch) and ``reconstruction_scores`` /
+``vqvae_metrics`` score it; ``train_prior`` fits a prior on code maps (its data: ``priors.data``;
+its precision: ``devices.resolve_precision``) and ``prior_scores`` scores it in bits per code.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .config import VQVAEConfig, save_config
 from .errors import BrainVQError
 from .losses import MSEPlusSSIM
 from .runs import atomic_path, read_json, write_json
+from .priors.data import masked_code_dataset
 from .vqvae import build_vqvae
 
 CHECKPOINT_DIR = "checkpoints"
@@ -115,7 +118,7 @@ class TrainClock(keras.callbacks.Callback):
 class BitsPerCode(keras.callbacks.Callback):
     """A prior's cross-entropy in bits per code (its loss, in nats, over ln 2), train and
     validation; for a masked-token prior, in bits per hidden code (each map's mean over its
-    hidden codes, averaged over maps: ``mask_codes``)."""
+    hidden codes, averaged over maps: ``priors.mask_codes``)."""
 
     def on_epoch_end(self, epoch, logs=None):
         for key in ("loss", "val_loss"):
@@ -241,12 +244,6 @@ def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time
     return model, history
 
 
-def tf_nest_first(batch):
-    """The first tensor of a (nested) batch."""
-    import tensorflow as tf
-    return tf.nest.flatten(batch)[0]
-
-
 def _whole_batches(ds, n_devices):
     """A dataset of batches without the (last) batch whose size does not split evenly across
     ``n_devices`` (JAX's DataParallel cannot place it); None stays None."""
@@ -255,7 +252,7 @@ def _whole_batches(ds, n_devices):
     import tensorflow as tf
 
     def even(*batch):
-        return tf.shape(tf_nest_first(batch))[0] % n_devices == 0
+        return tf.shape(tf.nest.flatten(batch)[0])[0] % n_devices == 0
 
     return ds.filter(even)
 
@@ -335,134 +332,13 @@ def vqvae_metrics(model, scores, train_seconds) -> dict:
 
 
 # ----------------------------------------------------------------------------- the prior
-def prior_inputs(codes, positions=None, labels=None) -> dict:
-    """The prior's input dict; conditioning entries only when given."""
-    inputs = {"codes": np.asarray(codes, np.int32)}
-    if positions is not None:
-        inputs["position"] = np.asarray(positions, np.int32)
-    if labels is not None:
-        inputs["label"] = np.asarray(labels, np.int32)
-    return inputs
-
-
-def code_dataset(inputs: dict, batch_size: int, shuffle: bool = False, seed: int = 0):
-    """(inputs, codes) batches for fitting a prior on code maps."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((inputs, inputs["codes"]))
-    if shuffle:
-        ds = ds.shuffle(min(len(inputs["codes"]), 10_000), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def mask_codes(codes, mask_token: int, seed):
-    """Hide a random share of each map's codes behind ``mask_token`` (MaskGIT's training):
-    the share is ``cos(pi r / 2)`` with ``r ~ U(0, 1)`` per map, at least one code, and the
-    hidden positions are uniform. ``seed`` is a stateless seed (2 ints). Returns the masked
-    codes and the loss weights: zero where shown, ``h*w / hidden`` where hidden, so that the
-    mean over a batch of weighted cross-entropies is the mean over maps of each map's mean over
-    its hidden codes (a per-map average, which a batch split across devices does not change;
-    a weighted mean over the batch's hidden codes would be taken per device)."""
-    import tensorflow as tf
-
-    shape = tf.shape(codes)
-    batch, total = shape[0], shape[1] * shape[2]
-    ratio = tf.random.stateless_uniform([batch], seed=seed)
-    hidden = tf.cast(tf.math.ceil(tf.cos(0.5 * math.pi * ratio) * tf.cast(total, tf.float32)), tf.int32)
-    hidden = tf.clip_by_value(hidden, 1, total)
-    scores = tf.random.stateless_uniform([batch, total], seed=seed + tf.constant([0, 1], seed.dtype))
-    ranks = tf.argsort(tf.argsort(scores, axis=1), axis=1)          # a random permutation per map
-    mask = tf.reshape(ranks < hidden[:, None], shape)
-    scale = tf.cast(total, tf.float32) / tf.cast(hidden, tf.float32)
-    weights = tf.cast(mask, tf.float32) * tf.reshape(scale, [-1, 1, 1])
-    return tf.where(mask, tf.cast(mask_token, codes.dtype), codes), weights
-
-
-def masked_code_dataset(ds, mask_token: int, seed: int = 0, rerandomize: bool = True):
-    """(inputs, codes) batches -> (inputs with masked codes, codes, weights): the training data
-    of a masked-token prior, new masks every pass over the data (seeded; ``rerandomize=False``:
-    the same masks every pass), loss on the hidden codes only. Each map gets its own draw
-    before the maps are batched again, so the masks do not depend on how a batch is split
-    across devices (MirroredStrategy re-batches the pipeline)."""
-    import tensorflow as tf
-
-    first = next(iter(ds), None)      # the batch size, to batch the masked maps again
-    batch = int(tf_nest_first(first).shape[0]) if first is not None else 1
-
-    def apply(pair, draw):
-        inputs, codes = pair
-        masked, weights = mask_codes(codes[None], mask_token, tf.stack([tf.constant(seed, tf.int64), draw]))
-        return {**inputs, "codes": masked[0]}, codes, weights[0]
-
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=rerandomize)
-    masked = tf.data.Dataset.zip((ds.unbatch(), draws)).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
-    masked = masked.batch(batch)
-    if ds.cardinality() >= 0:   # the same batches as ``ds``; said, so that Keras knows an epoch's length
-        masked = masked.apply(tf.data.experimental.assert_cardinality(ds.cardinality()))
-    return masked.prefetch(tf.data.AUTOTUNE)
-
-
 def compile_prior(model, learning_rate: float):
     """Adam on the cross-entropy of the codes; a masked-token prior averages it over the hidden
-    codes only (its datasets carry the mask as sample weights, ``mask_codes``)."""
+    codes only (its datasets carry the mask as sample weights, ``priors.mask_codes``)."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return model
-
-
-def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo") -> bool:
-    """Whether the CPU does bfloat16 arithmetic in hardware (x86 AVX512_BF16 or AMX; read
-    from /proc/cpuinfo, so False where there is none, e.g. on macOS)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def gpu_has_bfloat16(device_details=None) -> bool | None:
-    """Whether the first GPU computes in bfloat16 natively (``colab.has_bfloat16``: compute
-    capability 8.0 or more); None where there is no GPU. Asks TensorFlow, or JAX under the JAX
-    backend. ``device_details``: a dict with ``compute_capability`` instead (tests)."""
-    from .colab import has_bfloat16
-    if device_details is None:
-        if keras.backend.backend() == "jax":
-            import jax
-            gpus = [d for d in jax.devices() if d.platform == "gpu"]
-            if not gpus:
-                return None
-            device_details = {"compute_capability": getattr(gpus[0], "compute_capability", None)}
-        else:
-            import tensorflow as tf
-            gpus = tf.config.list_physical_devices("GPU")
-            if not gpus:
-                return None
-            device_details = tf.config.experimental.get_device_details(gpus[0])
-    capability = device_details.get("compute_capability")
-    try:
-        return bool(capability) and has_bfloat16(capability)
-    except (TypeError, ValueError):
-        return False
-
-
-def resolve_precision(precision: str, cpuinfo="/proc/cpuinfo", gpu_bfloat16=None) -> str:
-    """The dtype policy a prior trains under: ``"auto"`` picks ``"mixed_bfloat16"`` on a GPU with
-    native bfloat16 (``gpu_has_bfloat16``), and on a CPU-only machine whose CPU has it, where more
-    epochs fit into a time budget (``brainvq bench prior --precisions``; README); ``"float32"``
-    anywhere else. ``gpu_bfloat16``: True/False/None (no GPU) instead of asking the machine."""
-    if precision != "auto":
-        return precision
-    on_accelerator = any(not str(d).lower().startswith("cpu") for d in keras.distribution.list_devices())
-    if on_accelerator:
-        if gpu_bfloat16 is None:
-            gpu_bfloat16 = gpu_has_bfloat16()
-        return "mixed_bfloat16" if gpu_bfloat16 else "float32"
-    return "mixed_bfloat16" if cpu_has_native_bfloat16(cpuinfo) else "float32"
 
 
 def prior_builder(cfg, num_codes: int, grid, num_positions: int = 0, num_classes: int = 0):
@@ -472,7 +348,7 @@ def prior_builder(cfg, num_codes: int, grid, num_positions: int = 0, num_classes
     codebook size as ``build.num_codes``, the mask token of a masked-token prior)."""
     from .priors import build_prior
 
-    precision = resolve_precision(cfg.prior_precision)
+    precision = devices_lib.resolve_precision(cfg.prior_precision)
 
     def build():
         return build_prior(cfg.prior_arch, num_codes, grid, num_positions=num_positions, num_classes=num_classes,

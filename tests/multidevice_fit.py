@@ -60,16 +60,16 @@ def fit_vqvae(args, run_dir):
 def fit_prior(args, run_dir, arch):
     import numpy as np
 
-    from brainvq_utils import training
+    from brainvq_utils import priors, training
     from brainvq_utils.config import PriorConfig
 
     rng = np.random.default_rng(1)
     codes = rng.integers(0, 8, (IMAGES, 4, 4))
     codes[:, :2] = codes[:, 2:]          # something to learn
     positions = np.arange(IMAGES) % 4
-    train_in = training.prior_inputs(codes, positions)
-    train_ds = training.code_dataset(train_in, BATCH)
-    val_ds = training.code_dataset(training.prior_inputs(codes[:16], positions[:16]), BATCH)
+    train_in = priors.prior_inputs(codes, positions)
+    train_ds = priors.code_dataset(train_in, BATCH)
+    val_ds = priors.code_dataset(priors.prior_inputs(codes[:16], positions[:16]), BATCH)
     cfg = PriorConfig(prior_arch=arch, prior_channels=8, prior_layers=2, maskgit_channels=16, maskgit_layers=1,
                       maskgit_heads=2, prior_epochs=args.epochs, prior_learning_rate=3e-3, prior_batch_size=BATCH)
     build = training.prior_builder(cfg, 8, (4, 4), num_positions=4)

@@ -5,7 +5,7 @@ that the demo, at 128x128, never meets."""
 import numpy as np
 import pytest
 
-from brainvq_utils import pipeline, realism, sampling, training
+from brainvq_utils import pipeline, priors, realism, sampling, training
 from brainvq_utils.config import PriorConfig, SamplingConfig, VQVAEConfig, load_params, stage_config
 from brainvq_utils.priors import prior_info
 from brainvq_utils.synthetic import render_subject
@@ -31,8 +31,8 @@ def test_full_profile_trains_samples_and_scores_at_256(tmp_path, arch):
 
     prior_cfg = stage_config(PriorConfig, params)
     build = training.prior_builder(prior_cfg, vqvae.num_codes, vqvae.latent_grid, num_positions=3)
-    inputs = training.prior_inputs(codes, np.tile(np.arange(3), 2))
-    prior, prior_history = training.train_prior(training.code_dataset(inputs, 2), training.code_dataset(inputs, 2),
+    inputs = priors.prior_inputs(codes, np.tile(np.arange(3), 2))
+    prior, prior_history = training.train_prior(priors.code_dataset(inputs, 2), priors.code_dataset(inputs, 2),
                                                 prior_cfg, build, tmp_path, verbose=0)
     assert np.isfinite(prior_history["loss"]).all() and prior_info(prior)["grid"] == (64, 64)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from brainvq_utils import training
+from brainvq_utils import devices, priors, training
 from brainvq_utils.config import PriorConfig, VQVAEConfig
 from brainvq_utils.errors import BrainVQError
 
@@ -93,7 +93,7 @@ SCRIPT = """
 import sys, numpy as np, tensorflow as tf
 sys.path.insert(0, {tests!r})
 from test_training import blobs, datasets, TINY
-from brainvq_utils import training
+from brainvq_utils import devices, priors, training
 from brainvq_utils.config import PriorConfig, VQVAEConfig
 model, history = training.train_vqvae(*datasets(blobs(n=160)), VQVAEConfig(epochs=6, **TINY), 32, {run!r}, verbose=0)
 print("EPOCHS", len(history["loss"]))
@@ -137,8 +137,8 @@ def stripes(n=64, grid=(4, 4), seed=0):
 
 
 def prior_datasets(codes, positions):
-    inputs = training.prior_inputs(codes, positions)
-    return training.code_dataset(inputs, 8, shuffle=True), training.code_dataset(inputs, 16)
+    inputs = priors.prior_inputs(codes, positions)
+    return priors.code_dataset(inputs, 8, shuffle=True), priors.code_dataset(inputs, 16)
 
 
 def test_a_mixed_precision_prior_trains_in_bfloat16_and_is_saved_in_float32(tmp_path):
@@ -164,7 +164,7 @@ def test_a_mixed_precision_prior_trains_in_bfloat16_and_is_saved_in_float32(tmp_
         for a, b in zip(model.get_weights(), trained.get_weights()):
             np.testing.assert_array_equal(a, b)
     assert prior_info(saved) == prior_info(trained)
-    x = training.prior_inputs(codes[:8], np.arange(8) % 4)
+    x = priors.prior_inputs(codes[:8], np.arange(8) % 4)
     full, half = np.asarray(saved(x)), np.asarray(trained(x))
     assert half.dtype == np.float32                       # logits stay float32 ...
     assert 0 < np.abs(full - half).max() < 0.1 * np.abs(full).max()   # ... but came through bfloat16
@@ -182,37 +182,37 @@ def test_auto_precision_picks_bfloat16_only_where_the_cpu_has_it(tmp_path):
     with_bf16, without = tmp_path / "a", tmp_path / "b"
     with_bf16.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_bf16\n")
     without.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
-    assert training.cpu_has_native_bfloat16(with_bf16)
-    assert not training.cpu_has_native_bfloat16(without)
-    assert not training.cpu_has_native_bfloat16(tmp_path / "missing")
-    assert training.resolve_precision("auto", without) == "float32"
-    assert training.resolve_precision("float32", with_bf16) == "float32"
-    assert training.resolve_precision("mixed_bfloat16", without) == "mixed_bfloat16"
+    assert devices.cpu_has_native_bfloat16(with_bf16)
+    assert not devices.cpu_has_native_bfloat16(without)
+    assert not devices.cpu_has_native_bfloat16(tmp_path / "missing")
+    assert devices.resolve_precision("auto", without) == "float32"
+    assert devices.resolve_precision("float32", with_bf16) == "float32"
+    assert devices.resolve_precision("mixed_bfloat16", without) == "mixed_bfloat16"
     import keras
     if all(str(d).lower().startswith("cpu") for d in keras.distribution.list_devices()):
-        assert training.resolve_precision("auto", with_bf16) == "mixed_bfloat16"
+        assert devices.resolve_precision("auto", with_bf16) == "mixed_bfloat16"
 
 
 def test_auto_precision_on_a_gpu_follows_its_bfloat16_support(tmp_path, monkeypatch):
     import keras
-    assert training.gpu_has_bfloat16({"compute_capability": (8, 0), "device_name": "NVIDIA A100"})
-    assert training.gpu_has_bfloat16({"compute_capability": (9, 0)})
-    assert not training.gpu_has_bfloat16({"compute_capability": (7, 5), "device_name": "Tesla T4"})
-    assert not training.gpu_has_bfloat16({})
-    assert training.gpu_has_bfloat16({"compute_capability": "8.6"})                 # as JAX writes it
-    assert not training.gpu_has_bfloat16({"compute_capability": "7.0"})
+    assert devices.gpu_has_bfloat16({"compute_capability": (8, 0), "device_name": "NVIDIA A100"})
+    assert devices.gpu_has_bfloat16({"compute_capability": (9, 0)})
+    assert not devices.gpu_has_bfloat16({"compute_capability": (7, 5), "device_name": "Tesla T4"})
+    assert not devices.gpu_has_bfloat16({})
+    assert devices.gpu_has_bfloat16({"compute_capability": "8.6"})                 # as JAX writes it
+    assert not devices.gpu_has_bfloat16({"compute_capability": "7.0"})
     without = tmp_path / "b"
     without.write_text("processor : 0\nflags : fpu sse2 avx2\n")
     monkeypatch.setattr(keras.distribution, "list_devices", lambda *a: ["gpu:0"])
-    assert training.resolve_precision("auto", without, gpu_bfloat16=True) == "mixed_bfloat16"
-    assert training.resolve_precision("auto", without, gpu_bfloat16=False) == "float32"
-    assert training.resolve_precision("float32", without, gpu_bfloat16=True) == "float32"
+    assert devices.resolve_precision("auto", without, gpu_bfloat16=True) == "mixed_bfloat16"
+    assert devices.resolve_precision("auto", without, gpu_bfloat16=False) == "float32"
+    assert devices.resolve_precision("float32", without, gpu_bfloat16=True) == "float32"
 
 
 def test_masked_training_data_hides_a_cosine_share_of_codes_anew_every_epoch():
     import tensorflow as tf
     codes = stripes(n=256)
-    ds = training.masked_code_dataset(training.code_dataset(training.prior_inputs(codes), 64), mask_token=16, seed=3)
+    ds = priors.masked_code_dataset(priors.code_dataset(priors.prior_inputs(codes), 64), mask_token=16, seed=3)
     assert ds.cardinality() == 4                                         # Keras knows an epoch's length
     epochs = [list(ds.as_numpy_iterator()) for _ in range(2)]
     inputs, targets, weights = (np.concatenate(parts) for parts in zip(*[(x["codes"], y, w) for x, y, w in epochs[0]]))
@@ -228,10 +228,10 @@ def test_masked_training_data_hides_a_cosine_share_of_codes_anew_every_epoch():
     assert abs(share.mean() - 2 / np.pi) < 0.06, share.mean()
     second = np.concatenate([w for _, _, w in epochs[1]])
     assert not np.array_equal(second, weights)                          # new masks every epoch
-    again = np.concatenate([w for _, _, w in training.masked_code_dataset(
-        training.code_dataset(training.prior_inputs(codes), 64), 16, seed=3).as_numpy_iterator()])
+    again = np.concatenate([w for _, _, w in priors.masked_code_dataset(
+        priors.code_dataset(priors.prior_inputs(codes), 64), 16, seed=3).as_numpy_iterator()])
     np.testing.assert_array_equal(again, weights)                       # seeded
-    assert tf.is_tensor(training.mask_codes(tf.constant(codes[:2]), 16, tf.constant([1, 2], tf.int64))[0])
+    assert tf.is_tensor(priors.mask_codes(tf.constant(codes[:2]), 16, tf.constant([1, 2], tf.int64))[0])
 
 
 def test_a_maskgit_prior_trains_on_masked_codes(tmp_path):
@@ -241,5 +241,5 @@ def test_a_maskgit_prior_trains_on_masked_codes(tmp_path):
     build = training.prior_builder(cfg, 16, (4, 4), num_positions=4)
     prior, history = training.train_prior(*prior_datasets(codes, np.arange(64) % 4), cfg, build, tmp_path, verbose=0)
     assert history["val_loss"][-1] < history["val_loss"][0] and np.isfinite(history["loss"]).all()
-    scores = training.prior_scores(prior, training.code_dataset(training.prior_inputs(codes, np.arange(64) % 4), 16))
+    scores = training.prior_scores(prior, priors.code_dataset(priors.prior_inputs(codes, np.arange(64) % 4), 16))
     assert 0 < scores["bits_per_code"] < 4 and scores["bits_map"].shape == (4, 4)

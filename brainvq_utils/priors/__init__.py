@@ -12,13 +12,15 @@ name          model                                                  sampling
 ``pixelcnn``  masked PixelCNN, the keras.io baseline (2016)           autoregressive, exact fast
 ============  =====================================================  ==========================
 
-Notebooks and benchmarks build priors by name (``build_prior``) and never branch on it.
+Notebooks and benchmarks build priors by name (``build_prior``) and never branch on it. Their training
+data (code maps as input dicts, ``tf.data`` batches, MaskGIT's masking) is in ``priors.data``.
 """
 
 from __future__ import annotations
 
 from ..errors import BrainVQError
 from .base import AutoregressivePrior, Prior, float32_copy, prior_info
+from .data import code_dataset, mask_codes, masked_code_dataset, prior_inputs
 from .gated import GatedLayer, GatedPixelCNNPrior, horizontal_step, vertical_row
 from .maskgit import MaskGITPrior, masked_counts
 from .pixelcnn import MaskedConv2D, PixelCNNPrior, causal_mask
@@ -27,8 +29,9 @@ REGISTRY: dict[str, type[Prior]] = {"maskgit": MaskGITPrior, "gated": GatedPixel
 ARCHITECTURES = tuple(REGISTRY)
 
 __all__ = ["ARCHITECTURES", "REGISTRY", "AutoregressivePrior", "GatedLayer", "GatedPixelCNNPrior", "MaskGITPrior",
-           "MaskedConv2D", "PixelCNNPrior", "Prior", "build_prior", "causal_mask", "float32_copy",
-           "get", "horizontal_step", "masked_counts", "prior_info", "vertical_row"]
+           "MaskedConv2D", "PixelCNNPrior", "Prior", "build_prior", "causal_mask", "code_dataset", "float32_copy",
+           "get", "horizontal_step", "mask_codes", "masked_code_dataset", "masked_counts", "prior_info",
+           "prior_inputs", "vertical_row"]
 
 
 def get(arch: str) -> type[Prior]:
