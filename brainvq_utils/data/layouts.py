@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import BrainVQError
+from ..errors import BrainVQError
 
 LAYOUTS = ("auto", "oasis", "adni", "folder", "nifti", "synthetic")
 SPLITS = ("train", "validate", "test")
