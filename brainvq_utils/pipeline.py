@@ -250,7 +250,7 @@ def encode_dataset(ctx: NotebookContext, vqvae, ds, image_size) -> dict:
     splits = ds.splits()
     all_slices = [z for s in splits.values() for z in s.slices]
     unknown = sum(z < 0 for z in all_slices)
-    if 0 < unknown < len(all_slices):   # the data layer reads every level or none (data._folder_names)
+    if 0 < unknown < len(all_slices):   # the data layer reads every level or none (data.layouts._folder_names)
         raise BrainVQError(f"{unknown} of {len(all_slices)} slices of {ds.root} have no slice level; conditioning "
                            f"on the level needs all of them: rename those files, or set condition_on_position=false")
     label_names = sorted({y for s in splits.values() for y in s.labels if y is not None})
