@@ -10,7 +10,8 @@ import pytest
 
 from brainvq_utils.errors import BrainVQError
 from brainvq_utils.priors import build_prior, float32_copy, masked_counts
-from brainvq_utils.sampling import fast_logits, gumbel_noise, pick_codes, sample
+from brainvq_utils.fast_sampling import fast_logits
+from brainvq_utils.sampling import gumbel_noise, pick_codes, sample
 
 K = 16
 
