@@ -216,6 +216,13 @@ def _check_types(cfg):
             raise BrainVQError(f"parameter {f.name}={value!r} must be a finite {type(default).__name__}")
 
 
+def did_you_mean(key: str) -> str:
+    """``" (did you mean image_size?)"`` for a misspelt parameter name, or ``""``."""
+    import difflib
+    close = difflib.get_close_matches(str(key), list(known_keys()), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def known_keys() -> dict[str, type]:
     return {f.name: f.type for stage in STAGES for f in fields(stage)}
 
@@ -267,7 +274,8 @@ def load_params(profile: str = "demo", overrides: dict | None = None) -> dict:
                                    f"give one of the values named)") from None
     for key, value in (overrides or {}).items():
         if key not in defaults:
-            raise BrainVQError(f"parameter {key!r} is not known; known parameters: {', '.join(sorted(defaults))}")
+            raise BrainVQError(f"parameter {key!r} is not known{did_you_mean(key)}; known parameters: "
+                               f"{', '.join(sorted(defaults))}")
         params[key] = _coerce(key, value, defaults[key])
     params["profile"] = profile
     for stage in STAGES:   # validate every stage now, not half-way through a run

@@ -130,7 +130,7 @@ def start(profile: str = "demo", dataset: str = "synthetic", data_dir=None, run_
     """
     import keras
 
-    from .config import known_keys
+    from .config import did_you_mean, known_keys
 
     notes: list[str] = []
     profile, dataset = _text("profile", profile, notes), _text("dataset", dataset, notes)
@@ -146,7 +146,8 @@ def start(profile: str = "demo", dataset: str = "synthetic", data_dir=None, run_
     for name, value in injected_parameters().items():
         if name not in known_keys():
             raise BrainVQError(f"papermill passed -p {name} {value!r}, which is neither in this notebook's parameters "
-                               f"cell nor a brainvq parameter; check its spelling (known: {', '.join(sorted(known_keys()))})")
+                               f"cell nor a brainvq parameter{did_you_mean(name)}; check its spelling (known: "
+                               f"{', '.join(sorted(known_keys()))})")
         notes.append(f"{name}={value!r} is not in this notebook's parameters cell: applied as an override")
         overrides[name] = value
     overrides.setdefault("dataset", dataset)

@@ -313,7 +313,8 @@ def _run_locked(run_dir, names, verbose, status_every_s) -> Path:
                     watcher.stop()
                     term.finish()
                     reason = (str(err.evalue).splitlines() or [""])[0]
-                    reason = reason if len(reason) <= 300 else reason[:300] + " ..."
+                    if err.ename != "BrainVQError":   # brainvq's own messages are one line, whole
+                        reason = reason if len(reason) <= 300 else reason[:300] + " ..."
                     raise BrainVQError(f"[{i}/{len(names)}] {name} failed: {err.ename}: {reason} "
                                        f"(the executed notebook with the full error: {out}; once it is mended, "
                                        f"`brainvq run --resume {run_dir}` goes on from here)") from None

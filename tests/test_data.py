@@ -104,16 +104,16 @@ def test_adni_validation_by_patient_and_labels(adni, at_ad_nc):
     assert "patient" in ds.notes and data.detect_layout(root) == "adni"
 
 
-def test_folder_random_split_by_file(tmp_path):
-    for i in range(10):
-        write_image(tmp_path / "slices" / ("a" if i < 5 else "b") / f"img{i}.png")
+def test_folder_random_split_by_subject(tmp_path):
+    for i in range(20):
+        write_image(tmp_path / "slices" / f"subject {i // 2}" / f"img{i}.png")   # 10 people, 2 slices each
     (tmp_path / "slices" / "readme.txt").write_text("not an image, ignored in the folder layout")
     ds = data.load_dataset("auto", tmp_path / "slices", validate_fraction=0.2, test_fraction=0.2)
-    assert ds.layout == "folder" and (len(ds.train), len(ds.validate), len(ds.test)) == (6, 2, 2)
-    assert set(ds.train.subjects) <= {"a", "b"} and set(ds.train.slices) == {-1}
-    assert "random split by file" in ds.notes
+    assert ds.layout == "folder" and (len(ds.train), len(ds.validate), len(ds.test)) == (12, 4, 4)
+    assert not set(ds.train.subjects) & (set(ds.validate.subjects) | set(ds.test.subjects))
+    assert set(ds.train.slices) == {-1} and "random split by subject" in ds.notes and "sub-folder" in ds.notes
     files = sorted(f for s in ds.splits().values() for f in s.files)
-    assert len(set(files)) == 10
+    assert len(set(files)) == 20
     assert data.load_dataset("folder", tmp_path / "slices", validate_fraction=0.2,
                              test_fraction=0.2).test == ds.test
 
@@ -213,7 +213,7 @@ def test_odd_images_decode_to_one_grey_channel(tmp_path):
     write_image(d / "grey_3.png", 20, 20, value=255)
     ds = data.load_dataset("folder", d, validate_fraction=0, test_fraction=0)
     x = ds.train.load(20)
-    means = dict(zip(ds.train.subjects, x.mean(axis=(1, 2, 3))))
+    means = dict(zip((os.path.basename(f).split("_")[0] for f in ds.train.files), x.mean(axis=(1, 2, 3))))
     assert x.shape == (4, 20, 20, 1) and x.dtype == np.float32
     assert means["deep"] == pytest.approx(32768 / 65535, abs=1e-4)
     assert means["rgba"] == pytest.approx(0.2, abs=1e-4)

@@ -143,12 +143,55 @@ def test_an_unknown_class_folder_or_a_loose_slice_stops_loading_naming_it(tmp_pa
 
 def test_adni_groups_beyond_ad_and_nc_are_classes_and_differences_between_train_and_test_are_named(tmp_path):
     root = make_adni(tmp_path / "adni")
-    for p in range(3):                                    # per-patient sub-folders inside a class folder
+    for p in range(3):
         for z in range(2):
-            write_image(root / "AD_NC" / "train" / "MCI" / f"p{p}" / f"{3000 + p}_{80 + z}.jpeg", fmt="JPEG")
+            write_image(root / "AD_NC" / "train" / "MCI" / f"{3000 + p}_{80 + z}.jpeg", fmt="JPEG")
     ds = data.load_dataset("adni", root, validate_fraction=0.34)
     assert ds.classes()["train"].get("MCI", 0) + ds.classes()["validate"].get("MCI", 0) == 6
     assert "train and test hold different classes: only train has MCI" in ds.notes
+
+
+@pytest.mark.parametrize("where", ["AD_NC/train/AD/backup", "AD_NC/backup", "AD_NC - Copy/train/AD"])
+def test_a_folder_the_layout_does_not_read_or_a_second_copy_is_named(tmp_path, where):
+    root = make_adni(tmp_path / "adni")
+    write_image(root / where / "1000_80.jpeg", fmt="JPEG")
+    if where.startswith("AD_NC - Copy"):
+        (root / "AD_NC - Copy" / "test").mkdir()
+    with pytest.raises(BrainVQError) as err:
+        data.load_dataset("auto", root)
+    message = str(err.value)
+    assert "\n" not in message
+    assert ("more than one data set" in message) if "Copy" in where else (f"{root / where} holds slices" in message)
+
+
+def test_one_patient_in_two_classes_or_one_subject_in_two_splits_is_refused(tmp_path):
+    root = make_adni(tmp_path / "adni")
+    src = root / "AD_NC" / "train" / "AD" / "1000_80.jpeg"
+    (root / "AD_NC" / "train" / "NC" / "1000_80.jpeg").write_bytes(src.read_bytes())
+    with pytest.raises(BrainVQError, match="patient 1000 has slices in the AD and NC folders"):
+        data.load_dataset("adni", root)
+    (root / "AD_NC" / "train" / "NC" / "1000_80.jpeg").rename(root / "AD_NC" / "test" / "AD" / "1000_80.jpeg")
+    with pytest.raises(BrainVQError, match=r"subject 1000 has slices in both the (train|validate) and the test split .*"
+                                           r"AD_NC/(train|test)/AD/ and AD_NC/(train|test)/AD/"):
+        data.load_dataset("adni", root)
+    oasis = make_oasis(tmp_path / "oasis")
+    for f in (oasis / TRAIN).glob("case_001_*"):
+        (oasis / "keras_png_slices_test" / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(BrainVQError, match="subject case_001 has slices in both the train and the test split"):
+        data.load_dataset("oasis", oasis)
+
+
+def test_a_layout_too_deep_or_a_missing_split_folder_is_named(tmp_path):
+    inner = make_oasis(tmp_path / "data" / "downloads" / "keras_png_slices_data" / "keras_png_slices_data")
+    for layout in ("auto", "oasis", "folder"):
+        with pytest.raises(BrainVQError, match=f"at downloads/keras_png_slices_data/keras_png_slices_data/, 3 folders "
+                                               f"down .* pass {inner} as the data folder"):
+            data.load_dataset(layout, tmp_path / "data")
+    for f in (inner / "keras_png_slices_validate").iterdir():
+        f.unlink()
+    (inner / "keras_png_slices_validate").rmdir()
+    with pytest.raises(BrainVQError, match="keras_png_slices_validate/ is missing"):
+        data.load_dataset("oasis", inner)
 
 
 # ----------------------------------------------------------------------------- 4. file names
@@ -191,13 +234,24 @@ def test_byte_identical_files_are_reported(tmp_path):
 
 def test_folder_layout_uses_levels_for_all_files_or_for_none_and_says_which(tmp_path):
     folder = tmp_path / "slices"
-    for i in range(6):
-        (folder / f"sub{i % 2}_{10 + i}.png").parent.mkdir(parents=True, exist_ok=True)
-        (folder / f"sub{i % 2}_{10 + i}.png").write_bytes(png_bytes(gradient()))
-    ds = data.load_dataset("folder", folder, validate_fraction=0.2, test_fraction=0.2)
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"case_{i % 4}_slice_{10 + i}.png").write_bytes(png_bytes(gradient()))
+    ds = data.load_dataset("folder", folder, validate_fraction=0.25, test_fraction=0.25)
     slices = [z for s in ds.splits().values() for z in s.slices]
-    assert sorted(slices) == list(range(10, 16)) and "read from the PATIENT_SLICE names" in ds.notes
-    (folder / "sub1_15 (1).png").write_bytes(png_bytes(gradient()))
-    ds = data.load_dataset("folder", folder, validate_fraction=0.2, test_fraction=0.2)
+    assert sorted(slices) == list(range(10, 22)) and "read from the CASE_slice_N names" in ds.notes
+    assert not set(ds.train.subjects) & (set(ds.validate.subjects) | set(ds.test.subjects))   # split by case
+    (folder / "case_3_slice_21 (1).png").write_bytes(png_bytes(gradient()))
+    ds = data.load_dataset("folder", folder, validate_fraction=0.25, test_fraction=0.25)
     assert {z for s in ds.splits().values() for z in s.slices} == {-1}
-    assert "slice levels unknown: sub1_15 (1).png" in ds.notes
+    assert "slice levels unknown (case_3_slice_21 (1).png" in ds.notes
+
+
+def test_photos_named_img_nnnn_are_not_one_patient(tmp_path):
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for i in range(1, 11):
+        (folder / f"IMG_{i:04d}.jpg").write_bytes(jpeg_bytes(gradient()))
+    ds = data.load_dataset("auto", folder, validate_fraction=0.2, test_fraction=0.2)
+    assert len({s for split in ds.splits().values() for s in split.subjects}) == 10      # not one patient "IMG"
+    assert {z for s in ds.splits().values() for z in s.slices} == {-1}                    # 1..10 are not levels

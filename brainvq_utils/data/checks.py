@@ -216,21 +216,27 @@ def _screen(files, check: str, skip_bad: bool, skipped: list, parse=None) -> lis
     return good
 
 
-def _files_in(folder: Path, split: str, nested: bool = False) -> list[str]:
+def stray_slices(folder: Path, reads: str, remedy: str, allowed=()) -> None:
+    """Stop loading when a sub-folder of ``folder`` that the layout does not read (not in ``allowed``)
+    holds slices: they would be left out without a word. ``reads`` says what the layout reads there,
+    ``remedy`` what to do."""
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and _visible(p, folder)):
+        if sub.name in allowed:
+            continue
+        inside = next((q for q in sub.rglob("*") if _is_image_name(q) and _visible(q, sub)), None)
+        if inside is not None:
+            raise BrainVQError(f"{sub} holds slices ({shown(inside.name)}, ...) but {reads}, so they would be left "
+                               f"out: {remedy}")
+
+
+def _files_in(folder: Path, split: str) -> list[str]:
     """Every non-hidden file of a layout's split (or class) folder; non-images are reported as bad
-    later. ``nested``: files in its sub-folders too (a class folder of per-patient folders); else a
-    sub-folder that holds images stops loading, since its slices would be left out silently."""
+    later. A sub-folder that holds images stops loading (``stray_slices``)."""
     if not folder.is_dir():
         raise BrainVQError(f"{folder} is missing; the {split} split should be there")
-    entries = folder.rglob("*") if nested else folder.iterdir()
-    files = sorted(str(p) for p in entries if p.is_file() and _visible(p, folder))
-    if not nested:
-        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and _visible(p, folder)):
-            inside = next((q for q in sub.rglob("*") if _is_image_name(q) and _visible(q, sub)), None)
-            if inside is not None:
-                raise BrainVQError(f"{sub} is a folder inside the {split} split folder and holds slices "
-                                   f"({inside.name}, ...), which would be left out: move them up into {folder}, "
-                                   f"or move the folder out of the data folder")
+    files = sorted(str(p) for p in folder.iterdir() if p.is_file() and _visible(p, folder))
+    stray_slices(folder, f"the {split} folder is read without its sub-folders",
+                 f"move them up into {folder.name}/ if they are not copies, or move the folder out of the data folder")
     if not files:
         raise BrainVQError(f"{folder} is empty; the {split} split needs its slice images there")
     return files

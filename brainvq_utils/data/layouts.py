@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import BrainVQError
 from .checks import (_BadName, _files_in, _is_image_name, _is_nifti_name, _listing, _screen, _visible,
-                     duplicate_files, shown)
+                     duplicate_files, shown, stray_slices)
 from .splits import SPLITS, BrainDataset, _make_split, _seeded_split
 from .stream import _volume_header
 
@@ -82,23 +82,24 @@ def parse_adni_name(path: Path) -> tuple[str, int]:
 
 
 def _folder_names(files, root: Path) -> tuple[list[tuple[str, str, int]], str]:
-    """Rows (file, subject, slice) of the folder layout, and what was read from the names: subjects
-    and slice levels when every name follows one of the two schemes, else the sub-folder as the
-    subject and no level for any file (never for some files only: one unknown level would turn
-    the prior's slice-level conditioning off for the whole run without a word)."""
-    for scheme, parse in (("CASE_slice_N", parse_oasis_name), ("PATIENT_SLICE", parse_adni_name)):
-        try:
-            return [(f, *parse(Path(f))) for f in files], f"subjects and slice levels read from the {scheme} names"
-        except _BadName:
-            continue
-    bad = next(f for f in files if not (OASIS_NAME.match(Path(f).name) or PATIENT_SLICE.match(Path(f).name)))
+    """Rows (file, subject, slice) of the folder layout, and what the subjects are: the case and slice
+    level of ``CASE_slice_N`` names when every name is one; otherwise the sub-folder a file lies in
+    (a file directly in the folder is a subject of its own) and no level for any file. Never levels
+    for some files only: one unknown level would turn the prior's slice-level conditioning off for
+    the whole run without a word. (``PATIENT_SLICE`` is not read here: ``IMG_0001.jpg`` would make one
+    patient "IMG" of every photo.)"""
+    try:
+        return [(f, *parse_oasis_name(Path(f))) for f in files], "subjects and slice levels read from the CASE_slice_N names"
+    except _BadName:
+        pass
+    bad = next(Path(f).name for f in files if not OASIS_NAME.match(Path(f).name))
     rows = []
     for f in files:
         rel = Path(f).parent.relative_to(root)
-        rows.append((f, str(rel) if str(rel) != "." else Path(f).name.split(".")[0], -1))
-    return rows, (f"slice levels unknown: {Path(bad).name} (and maybe others) is not named CASE_slice_N or "
-                  f"PATIENT_SLICE, so no file's level is used and the prior is not conditioned on it; each "
-                  f"sub-folder counts as a subject")
+        rows.append((f, str(rel) if str(rel) != "." else Path(f).name, -1))
+    return rows, (f"slice levels unknown ({bad}, and maybe others, is not named CASE_slice_N), so no file's level "
+                  f"is used and the prior is not conditioned on it; each sub-folder is a subject, and each file "
+                  f"directly in the folder a subject of its own")
 
 
 # ----------------------------------------------------------------------------- class folders (adni)
@@ -149,15 +150,18 @@ def _class_folders(split_dir: Path, split: str) -> dict[str, list[Path]]:
 # ----------------------------------------------------------------------------- finding the layout
 @dataclass(frozen=True)
 class Found:
-    """Where a layout was found: its kind (oasis or adni), the folder that holds it, and whether that
-    folder is a synthetic cohort (``cohort.json`` beside it)."""
+    """Where a layout was found: its kind (oasis or adni), the folder that holds it, whether that
+    folder is a synthetic cohort (``cohort.json`` beside it), and how many folders below the folder
+    given it lies."""
 
     kind: str
     base: Path
     synthetic: bool = False
+    depth: int = 0
 
 
 SEARCH_DEPTH = 2   # course zips unpack one or two folders deep (keras_png_slices_data/keras_png_slices_data/)
+LOOK_DEEPER = 6    # deeper layouts are not read, but named in the error, so nothing is read by mistake
 
 
 def _adni_base(folder: Path) -> Path | None:
@@ -167,30 +171,40 @@ def _adni_base(folder: Path) -> Path | None:
     return None
 
 
-def _marker(folder: Path) -> Found | None:
+def _marker(folder: Path, depth: int = 0) -> Found | None:
     """The layout whose own folders lie directly in ``folder``, if any."""
     synthetic = (folder / "cohort.json").is_file()
     if any((folder / d).is_dir() for d in OASIS_DIRS):
-        return Found("oasis", folder, synthetic)
+        return Found("oasis", folder, synthetic, depth)
     base = _adni_base(folder)
-    return Found("adni", base, synthetic) if base is not None else None
+    return Found("adni", base, synthetic, depth) if base is not None else None
 
 
-def find_layouts(root: Path, depth: int = SEARCH_DEPTH) -> list[Found]:
-    """Every oasis or adni layout in ``root`` or up to ``depth`` folders below it (not below a
-    layout once found; hidden and ``__MACOSX`` folders skipped)."""
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and _visible(p, folder))
+    except OSError:   # links to folders are not followed: a link loop cannot hang the search
+        return []
+
+
+def find_layouts(root: Path, depth: int = LOOK_DEEPER) -> list[Found]:
+    """Every oasis or adni layout in ``root`` or up to ``depth`` folders below it (not inside a layout
+    once found; hidden and ``__MACOSX`` folders skipped). Beside a layout, a folder that holds another
+    one (``AD_NC - Copy/`` next to ``AD_NC/``) is found too."""
     found, level = [], [root]
-    for _ in range(depth + 1):
+    for d in range(depth + 1):
         below = []
         for folder in level:
-            hit = _marker(folder)
-            if hit is not None:
-                found.append(hit)
-            else:
-                try:
-                    below += sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p, folder))
-                except OSError:
-                    continue
+            hit = _marker(folder, d)
+            if hit is None:
+                below += _subfolders(folder)
+                continue
+            found.append(hit)
+            own = {hit.base, *(folder / name for name in OASIS_DIRS)}
+            for other in _subfolders(folder):       # a second copy beside the first
+                twin = _marker(other, d + 1) if other not in own else None
+                if twin is not None and twin.base not in own:
+                    found.append(twin)
         level = below
     return found
 
@@ -202,19 +216,27 @@ def _where(found: Found, root: Path) -> str:
 
 def locate(root, layout: str = "auto") -> Found | str:
     """The layout to read at ``root``: a :class:`Found` for oasis/adni/synthetic (searched up to
-    ``SEARCH_DEPTH`` folders down), else "nifti" or "folder". Two data sets in one folder, or
-    a folder layout over a folder that holds an oasis or adni layout, stop with one line."""
+    ``SEARCH_DEPTH`` folders down), else "nifti" or "folder". Two data sets in one folder, a layout
+    deeper than ``SEARCH_DEPTH``, or a folder or nifti layout over a folder that holds an oasis or adni
+    layout, stop with one line."""
     root = _root(root)
     found = find_layouts(root)
+    near = [f for f in found if f.depth <= SEARCH_DEPTH]
     wanted = {"oasis": ("oasis",), "adni": ("adni",), "synthetic": ("oasis", "adni"),
               "auto": ("oasis", "adni")}.get(layout, ())
-    matches = [f for f in found if f.kind in wanted]
+    matches = [f for f in near if f.kind in wanted]
     if len(matches) > 1:
         where = " and ".join(f"{f.kind} at {_where(f, root)}" for f in matches[:4])
         raise BrainVQError(f"{root} holds more than one data set ({where}); pass the folder of the one to use "
                            f"as the data folder")
     if matches:
         return matches[0]
+    deep = [f for f in found if f.kind in wanted or layout in ("folder", "nifti")]
+    if deep and not near:
+        f = deep[0]
+        raise BrainVQError(f"{root} holds the {f.kind} layout at {_where(f, root)}, {f.depth} folders down (brainvq "
+                           f"looks {SEARCH_DEPTH} down at most); pass {f.base.parent if f.base.name == 'AD_NC' else f.base} "
+                           f"as the data folder")
     if layout in ("folder", "nifti") and found:
         f = found[0]
         masks = " (and its keras_png_slices_seg_* folders hold masks, which would be read as slices)" \
@@ -253,15 +275,23 @@ def _root(root) -> Path:
     return path
 
 
+SEG_DIRS = tuple(f"keras_png_slices_seg_{s}" for s in SPLITS)
+
+
 def _load_oasis(root: Path, check, skip_bad, skipped, **_):
-    if not all((root / d).is_dir() for d in OASIS_DIRS):
-        raise BrainVQError(f"expected the oasis layout ({', '.join(d + '/' for d in OASIS_DIRS)}) "
-                           f"under {root}, found: {_listing(root)}")
+    missing = [d for d in OASIS_DIRS if not (root / d).is_dir()]
+    if missing:
+        raise BrainVQError(f"expected the oasis layout ({', '.join(d + '/' for d in OASIS_DIRS)}) under {root}, but "
+                           f"{', '.join(d + '/' for d in missing)} {'is' if len(missing) == 1 else 'are'} missing; "
+                           f"found: {_listing(root)}")
+    stray_slices(root, "the oasis layout reads only keras_png_slices_train/, _validate/ and _test/",
+                 f"merge them into their split folder if they are not copies, or move the folder out of {root}",
+                 allowed=OASIS_DIRS + SEG_DIRS)
     splits = {}
     for split, folder in zip(SPLITS, OASIS_DIRS):
         rows = _screen(_files_in(root / folder, split), check, skip_bad, skipped, parse=parse_oasis_name)
         splits[split] = _make_split(split, [(*row, None) for row in rows])
-    masks = [d for d in (f"keras_png_slices_seg_{s}" for s in SPLITS) if (root / d).is_dir()]
+    masks = [d for d in SEG_DIRS if (root / d).is_dir()]
     return splits, ("splits by case as shipped (keras_png_slices_train/validate/test)"
                     + (f"; the segmentation masks in {', '.join(m + '/' for m in masks)} are not read" if masks else ""))
 
@@ -271,6 +301,12 @@ def _load_adni(root: Path, check, skip_bad, skipped, validate_fraction, seed, **
     if base is None:
         raise BrainVQError(f"expected the adni layout (AD_NC/train/{{AD,NC}}/, AD_NC/test/{{AD,NC}}/) "
                            f"under {root}, found: {_listing(root)}")
+    if base != root:
+        stray_slices(root, f"the adni layout reads only {base.name}/", f"move the folder out of {root}",
+                     allowed=(base.name,))
+    stray_slices(base, "the adni layout reads only train/ and test/",
+                 f"merge them into train/ or test/ if they are not copies, or move the folder out of {base}",
+                 allowed=("train", "test"))
     rows, folders, notes = {}, {}, []
     for split in ("train", "test"):
         rows[split] = []
@@ -281,12 +317,19 @@ def _load_adni(root: Path, check, skip_bad, skipped, validate_fraction, seed, **
                     notes.append(f"{split}/{d.name}/ is empty")
                     continue
                 folders[f"{split}/{d.name}"] = label
-                files = _screen(_files_in(d, f"{split} {d.name}", nested=True), check, skip_bad, skipped,
-                                parse=parse_adni_name)
+                files = _screen(_files_in(d, f"{split} {d.name}"), check, skip_bad, skipped, parse=parse_adni_name)
                 rows[split] += [(*row, label) for row in files]
         if not rows[split]:
             raise BrainVQError(f"{base / split} holds no class folder of slices; the {split} split needs at least "
-                               f"one (AD_NC/{split}/AD/*.jpeg, AD_NC/{split}/NC/*.jpeg)")
+                               f"one ({base.name}/{split}/AD/*.jpeg, {base.name}/{split}/NC/*.jpeg)")
+        classes_of: dict[str, set] = {}
+        for r in rows[split]:
+            classes_of.setdefault(r[1], set()).add(r[3])
+        both = sorted(p for p, c in classes_of.items() if len(c) > 1)
+        if both:
+            raise BrainVQError(f"patient {both[0]} has slices in the {' and '.join(sorted(classes_of[both[0]]))} "
+                               f"folders of {base / split}{f' (and {len(both) - 1} more patients)' if len(both) > 1 else ''}; "
+                               f"a patient has one diagnosis: remove the copies from the wrong class folder")
     found = {split: sorted({r[3] for r in rows[split]}) for split in rows}
     renamed = sorted(f"{k}/ as {v}" for k, v in folders.items() if k.split("/")[1] != v)
     if renamed:
@@ -306,8 +349,8 @@ def _load_adni(root: Path, check, skip_bad, skipped, validate_fraction, seed, **
     splits = {"train": _make_split("train", [r for r in rows["train"] if r[1] not in held_out]),
               "validate": _make_split("validate", [r for r in rows["train"] if r[1] in held_out]),
               "test": _make_split("test", rows["test"])}
-    return splits, "; ".join([f"classes {', '.join(labels)}; test as shipped (AD_NC/test); validation carved from "
-                              f"train by patient id ({validate_fraction:.0%} of patients per class, seed {seed})",
+    return splits, "; ".join([f"classes {', '.join(labels)}; test as shipped ({base.name}/test); validation carved "
+                              f"from train by patient id ({validate_fraction:.0%} of patients per class, seed {seed})",
                               *notes])
 
 
@@ -317,11 +360,14 @@ def _load_folder(root: Path, check, skip_bad, skipped, validate_fraction, test_f
         raise BrainVQError(f"found no PNG or JPEG images under {root} (sub-folders included), "
                            f"found: {_listing(root)}")
     rows, named = _folder_names(_screen(files, check, skip_bad, skipped), root)
-    by_file = {r[0]: r for r in rows}
-    val, test, train = _seeded_split(list(by_file), [validate_fraction, test_fraction], seed)
-    splits = {k: _make_split(k, [(*by_file[f], None) for f in group]) for k, group in zip(SPLITS, (train, val, test))}
-    return splits, (f"random split by file ({validate_fraction:.0%} validate, {test_fraction:.0%} "
-                    f"test, seed {seed}); slices of one subject may fall in several splits; {named}")
+    by_subject: dict[str, list] = {}
+    for row in rows:
+        by_subject.setdefault(row[1], []).append(row)
+    val, test, train = _seeded_split(sorted(by_subject), [validate_fraction, test_fraction], seed)
+    splits = {k: _make_split(k, [(*row, None) for subject in group for row in by_subject[subject]])
+              for k, group in zip(SPLITS, (train, val, test))}
+    return splits, (f"random split by subject ({validate_fraction:.0%} validate, {test_fraction:.0%} test, seed "
+                    f"{seed}); {named}")
 
 
 def _load_nifti(root: Path, check, skip_bad, skipped, validate_fraction, test_fraction, seed, **_):
@@ -353,6 +399,22 @@ def _cohort_labels(meta: dict) -> dict[str, str]:
     if all(isinstance(v, list) for v in labels.values()):
         return {s: label for label, subjects in labels.items() for s in subjects}
     return {str(k): str(v) for k, v in labels.items()}
+
+
+def _one_split_per_subject(splits: dict, root: Path) -> None:
+    """Stop loading when one subject has slices in two splits (a case copied into the test folder, a
+    patient id in both ADNI's train and test): the held-out scores would not be held out."""
+    seen: dict[str, str] = {}
+    for name, split in splits.items():
+        for subject, f in zip(split.subjects, split.files):
+            first = seen.setdefault(subject, name)
+            if first != name:
+                other = next(g for g, s in zip(splits[first].files, splits[first].subjects) if s == subject)
+                where = " and ".join(str(Path(x).parent.relative_to(root)) + "/" for x in (other, f))
+                raise BrainVQError(f"subject {subject} has slices in both the {first} and the {name} split of {root} "
+                                   f"({where}); one person's slices must lie in one split only, or the held-out "
+                                   f"scores are not held out: remove the copies (or rename one, if two people "
+                                   f"share the id)")
 
 
 def load_dataset(layout: str, root, *, validate_fraction: float = 0.1, test_fraction: float = 0.1,
@@ -405,6 +467,7 @@ def load_dataset(layout: str, root, *, validate_fraction: float = 0.1, test_frac
                                    validate_fraction=validate_fraction, test_fraction=test_fraction)
     if path != given:
         notes = f"found the {kind} layout in {path.relative_to(given)}/ below the folder given; {notes}"
+    _one_split_per_subject(splits, path)
     labels = _cohort_labels(meta or {})
     if labels:
         splits = {k: replace(s, labels=tuple(labels.get(subj, y) for subj, y in zip(s.subjects, s.labels)))
@@ -412,7 +475,7 @@ def load_dataset(layout: str, root, *, validate_fraction: float = 0.1, test_frac
     duplicates = tuple(duplicate_files([f for s in splits.values() for f in s.files]))
     if skipped:
         first = ", ".join(shown(Path(f).name) for f, _ in skipped[:3])
-        warnings.warn(f"skipped {len(skipped)} unreadable file(s) under {path}: {first}"
-                      f"{' ...' if len(skipped) > 3 else ''}", stacklevel=2)
+        warnings.warn(f"skipped {len(skipped)} unreadable or misnamed file(s) under {path} (skip_bad; "
+                      f"BrainDataset.skipped says why): {first}{' ...' if len(skipped) > 3 else ''}", stacklevel=2)
     return BrainDataset(name=name, layout="synthetic" if meta is not None else kind, root=str(path),
                         skipped=tuple(skipped), notes=notes, data_dir=str(given), duplicates=duplicates, **splits)

@@ -162,6 +162,12 @@ class BrainDataset:
             return {}
         return {k: {y: s.labels.count(y) for y in sorted(set(s.labels) - {None})} for k, s in self.splits().items()}
 
+    def _relative(self, f: str) -> str:
+        try:
+            return str(Path(f).relative_to(self.root))
+        except ValueError:
+            return f
+
     def describe(self) -> str:
         """What was found, in a few lines (notebook 01 prints it first): the layout and the folder it
         was found in, slices, subjects and classes per split, files skipped and duplicates."""
@@ -179,7 +185,7 @@ class BrainDataset:
                 f"{shown(Path(f).name)} {why}" for f, why in self.skipped[:3]) + (" ..." if len(self.skipped) > 3 else ""))
         if self.duplicates:
             lines.append(f"{len(self.duplicates)} group(s) of byte-identical files (a copy under another name?): "
-                         + "; ".join(" = ".join(shown(Path(f).name) for f in g) for g in self.duplicates[:3])
+                         + "; ".join(" = ".join(shown(self._relative(f)) for f in g) for g in self.duplicates[:3])
                          + (" ..." if len(self.duplicates) > 3 else ""))
         return "\n".join(lines)
 
