@@ -67,3 +67,27 @@ def code_gallery(model, counts, n: int = 10, window: int = 8):
     placed = np.full((len(pick), h, w), background, np.int32)
     placed[:, h // 2, w // 2] = candidates[pick]
     return candidates[pick], background, filled[pick], decode(placed)
+
+
+def code_levels(model, code_maps, batch_size: int = 64) -> np.ndarray:
+    """(K,) the mean grey level each code decodes to where it is used: real code maps are decoded and
+    each code's patches (``downsample`` x ``downsample`` pixels) averaged. A code that no map uses
+    gets the level of a map filled with it. Painting a code map with these levels turns arbitrary code
+    numbers into a picture that reads like the slice (``diagram.code_map_picture``)."""
+    code_maps = np.asarray(code_maps)
+    k, f = model.num_codes, model.downsample
+    sums, counts = np.zeros(k), np.zeros(k)
+    for i in range(0, len(code_maps), batch_size):
+        maps = code_maps[i:i + batch_size]
+        images = keras.ops.convert_to_numpy(model.decode(maps))[..., 0]
+        n, h, w = maps.shape
+        patches = images.reshape(n, h, f, w, f).mean(axis=(2, 4))
+        sums += np.bincount(maps.ravel(), weights=patches.ravel(), minlength=k)
+        counts += np.bincount(maps.ravel(), minlength=k)
+    levels = np.divide(sums, counts, out=np.zeros(k), where=counts > 0)
+    unused = np.flatnonzero(counts == 0)
+    if len(unused):
+        h, w = model.latent_grid
+        filled = keras.ops.convert_to_numpy(model.decode(np.broadcast_to(unused[:, None, None], (len(unused), h, w))))
+        levels[unused] = filled.mean(axis=(1, 2, 3))
+    return levels.astype(np.float32)

@@ -277,7 +277,11 @@ def load_codes(ctx: NotebookContext) -> dict:
 
 
 def conditioning(codes: dict, cfg) -> tuple[int, int]:
-    """(num_positions, num_classes) the prior is built with, from what the data set knows."""
+    """(num_positions, num_classes) the prior is built with, from what the data set knows and what the
+    architecture takes (the plain PixelCNN takes no conditioning)."""
+    from .priors import get
+    if not get(cfg.prior_arch).takes_conditioning:
+        return 0, 0
     positions = codes["num_positions"] if cfg.condition_on_position else 0
     classes = len(codes["label_names"]) if cfg.condition_on_label else 0
     return positions, classes

@@ -25,6 +25,7 @@ from .errors import BrainVQError
 from .losses import MSEPlusSSIM
 from .runs import atomic_path, read_json, write_json
 from .priors.data import masked_code_dataset
+from .tensorboard_logs import reconstruction_images, sample_images
 from .vqvae import build_vqvae
 
 CHECKPOINT_DIR = "checkpoints"
@@ -158,6 +159,34 @@ class ProgressReport(keras.callbacks.Callback):
             self._report(batch, logs)
 
 
+class EpochImages(keras.callbacks.Callback):
+    """After every epoch, ``make_images(model)`` (name -> (N, H, W, 1) images in [0, 1]) kept as 8-bit
+    images in ``folder/<name>_epoch_images.npz`` (``epoch_images`` reads them back), so that a
+    notebook can show the model getting better; a resumed fit adds to what the killed one kept."""
+
+    def __init__(self, folder, name, make_images):
+        super().__init__()
+        self.path, self.make_images = Path(folder) / f"{name}_epoch_images.npz", make_images
+
+    def on_epoch_end(self, epoch, logs=None):
+        kept = epoch_images(self.path.parent.parent, self.path.name.removesuffix("_epoch_images.npz"), as_uint8=True)
+        for key, images in self.make_images(self.model).items():
+            kept[f"{key}@{epoch}"] = np.round(np.clip(np.asarray(images, np.float32), 0, 1) * 255).astype(np.uint8)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path) as tmp:
+            np.savez_compressed(tmp, **kept)
+
+
+def epoch_images(run_dir, name: str, as_uint8: bool = False) -> dict:
+    """What ``EpochImages`` kept for the model ``name`` ("vqvae" or "prior") of a run:
+    ``{"samples@0": (N, H, W, 1), "samples@1": ...}`` in [0, 1] (or as stored, ``as_uint8``)."""
+    path = Path(run_dir) / CHECKPOINT_DIR / f"{name}_epoch_images.npz"
+    if not path.exists():
+        return {}
+    with np.load(path) as f:
+        return {k: (f[k] if as_uint8 else f[k].astype(np.float32) / 255.0) for k in f.files}
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """After every epoch: the model (with optimizer) and the history so far."""
 
@@ -178,7 +207,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time_budget_s=0.0,
                   steps_per_epoch=0, seed=0, monitors=lambda model: [], validation_data=None,
                   retrain=False, tensorboard=False, tensorboard_images=None, verbose=None,
-                  export=lambda model: model, label=None, devices="auto", batch_size=None):
+                  export=lambda model: model, label=None, devices="auto", batch_size=None, epoch_images=None):
     """Fit ``build()`` (a compiled model), or continue an interrupted fit, or load a finished one.
 
     Saves ``export(model)`` as ``run_dir/<name>.keras`` at the end and, after every epoch, a
@@ -186,7 +215,8 @@ def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time
     ``run_dir/checkpoints/``; a killed run continues from its last finished epoch, on any number
     of devices. ``monitors(model)`` gives callbacks that add keys to the epoch logs.
     ``tensorboard``: write the epoch logs, and the pictures ``tensorboard_images(model)`` makes,
-    to ``run_dir/logs/<name>/`` (``tensorboard_logs``). ``verbose``: Keras' (None: a live bar
+    to ``run_dir/logs/<name>/`` (``tensorboard_logs``). ``epoch_images``: a ``make_images`` whose
+    pictures are kept every epoch for the notebooks (``EpochImages``). ``verbose``: Keras' (None: a live bar
     when someone watches, a line per epoch headless; ``progress.keras_verbose``). ``label``: the
     model's name in progress lines. ``devices``: ``auto``, 1 or N (``devices.scope``): the
     batches of ``train_ds`` are global batches of ``batch_size``, split evenly across the devices
@@ -217,6 +247,8 @@ def fit_resumable(name, build, train_ds, run_dir, *, epochs, learning_rate, time
         clock = TrainClock(spent, time_budget_s)
         callbacks = [clock, CosineByProgress(learning_rate, epochs, time_budget_s, clock), *monitors(model),
                      EpochCheckpoint(ckpt_dir, name, history), ProgressReport(label or name, epochs, clock)]
+        if epoch_images is not None:
+            callbacks.append(EpochImages(ckpt_dir, name, epoch_images))
         if tensorboard:   # after the monitors, so that it sees every key they add
             callbacks += tensorboard_logs.callbacks(run_dir / "logs" / name, tensorboard_images)
         done_by_time = time_budget_s and spent >= time_budget_s
@@ -257,6 +289,13 @@ def _whole_batches(ds, n_devices):
     return ds.filter(even)
 
 
+def vqvae_for(cfg: VQVAEConfig, image_size):
+    """The (untrained) VQ-VAE that ``cfg`` describes, for images of ``image_size``: what
+    ``train_vqvae`` builds, and what notebook 02 prints the summaries of."""
+    return build_vqvae(image_size, cfg.num_codes, cfg.code_dim, cfg.channels, cfg.res_blocks, cfg.downsample,
+                       cfg.beta, cfg.update, cfg.decay, cfg.restart_below, cfg.architecture, cfg.seed)
+
+
 def compile_vqvae(model, cfg: VQVAEConfig):
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=MSEPlusSSIM(cfg.ssim_weight))
     return model
@@ -265,27 +304,25 @@ def compile_vqvae(model, cfg: VQVAEConfig):
 def train_vqvae(train_ds, val_ds, cfg: VQVAEConfig, image_size, run_dir, *, retrain=False,
                 tensorboard=False, verbose=None, devices="auto", batch_size=None):
     """Fit a VQ-VAE (see ``fit_resumable``). ``train_ds`` yields (x, x), ``val_ds`` x batches.
-    With ``tensorboard``, the logs hold the same 8 validation slices (every 4th of the first 32:
-    one subject's levels, where the split is ordered by subject) and their reconstructions every
-    epoch.
+    Every epoch the same 8 validation slices (every 4th of the first 32: one subject's levels, where
+    the split is ordered by subject) are kept above their reconstructions (``epoch_images(run_dir,
+    "vqvae")``; with ``tensorboard``, logged too).
 
     ``devices``: ``auto``, 1 or N, ``batch_size``: the global batch of ``train_ds`` (``fit_resumable``).
 
     Returns ``(model, history)``; the model is also saved as ``run_dir/vqvae.keras``.
     """
     def build():
-        return compile_vqvae(build_vqvae(
-            image_size, cfg.num_codes, cfg.code_dim, cfg.channels, cfg.res_blocks, cfg.downsample,
-            cfg.beta, cfg.update, cfg.decay, cfg.restart_below, cfg.architecture, cfg.seed), cfg)
+        return compile_vqvae(vqvae_for(cfg, image_size), cfg)
 
     save_config(cfg, Path(run_dir) / "vqvae_config.json")
+    fixed = reconstruction_images(_first(val_ds, 32)[::4])   # one subject's levels, where split by subject
     return fit_resumable("vqvae", build, train_ds, run_dir, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
                          time_budget_s=cfg.time_budget_s, steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed,
                          monitors=lambda m: [CodebookMonitor(m.quantizer), ValidationSSIM(val_ds)],
                          retrain=retrain, tensorboard=tensorboard, verbose=verbose, label="VQ-VAE", devices=devices,
                          batch_size=batch_size,
-                         tensorboard_images=tensorboard_logs.reconstruction_images(_first(val_ds, 32)[::4])
-                         if tensorboard else None)
+                         tensorboard_images=fixed if tensorboard else None, epoch_images=fixed)
 
 
 def _first(ds, n):
@@ -362,16 +399,16 @@ def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorb
     """Fit the prior on code maps (see ``fit_resumable``); ``build()`` returns an uncompiled prior
     (``prior_builder``). A prior trained in mixed precision is saved and returned in float32
     (``priors.float32_copy``); its checkpoints keep the training precision for a resume.
-    The epoch logs gain ``bits_per_code`` and ``val_bits_per_code``. With ``tensorboard`` and
-    a ``vqvae`` to decode them, the logs hold 4 samples every epoch (the same seed each time, at
-    the slice positions of the first validation maps)."""
+    The epoch logs gain ``bits_per_code`` and ``val_bits_per_code``. With a ``vqvae`` to decode them,
+    4 samples are drawn every epoch (the same seed each time, at the slice positions of the first
+    validation maps) and kept (``epoch_images(run_dir, "prior")``; with ``tensorboard``, logged too)."""
     from . import priors
 
     images = None
-    if tensorboard and vqvae is not None:
+    if vqvae is not None:
         first = next(iter(val_ds))[0]
         conditions = {k: np.asarray(v) for k, v in first.items() if k in ("position", "label")}
-        images = tensorboard_logs.sample_images(vqvae, n=4, seed=cfg.prior_seed, conditions=conditions)
+        images = sample_images(vqvae, n=4, seed=cfg.prior_seed, conditions=conditions)
     if priors.get(cfg.prior_arch).mask_token:
         train_ds = masked_code_dataset(train_ds, build.num_codes, seed=cfg.prior_seed)
         val_ds = masked_code_dataset(val_ds, build.num_codes, seed=cfg.prior_seed + 1)
@@ -380,7 +417,8 @@ def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorb
                          epochs=cfg.prior_epochs, learning_rate=cfg.prior_learning_rate,
                          time_budget_s=cfg.prior_time_budget_s, seed=cfg.prior_seed, validation_data=val_ds,
                          monitors=lambda m: [BitsPerCode()], retrain=retrain, tensorboard=tensorboard,
-                         tensorboard_images=images, verbose=verbose, export=priors.float32_copy,
+                         tensorboard_images=images if tensorboard else None, epoch_images=images,
+                         verbose=verbose, export=priors.float32_copy,
                          label=f"prior ({cfg.prior_arch})", devices=devices, batch_size=cfg.prior_batch_size)
 
 

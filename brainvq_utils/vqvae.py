@@ -35,6 +35,7 @@ from keras import layers, ops
 from . import devices
 from .errors import BrainVQError
 from .images import as_images, concrete_numpy
+from .losses import ssim_per_image
 
 PACKAGE = "brainvq"
 
@@ -293,6 +294,9 @@ def build_decoder(latent_shape, channels=64, res_blocks=2, downsample=4,
     return keras.Model(inputs, outputs, name=name)
 
 
+LOSS_TERMS = ("recon_mse", "ssim_term", "vq_loss")
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class VQVAE(keras.Model):
     """Encoder -> VectorQuantizer -> decoder. ``model(x)`` returns reconstructions."""
@@ -302,6 +306,9 @@ class VQVAE(keras.Model):
         self.encoder = encoder
         self.quantizer = quantizer
         self.decoder = decoder
+        # The trained loss term by term, averaged over each epoch (``compute_loss``; notebook 02 plots them).
+        # Keras tracks metrics held as attributes: they are reset every epoch and reach the logs.
+        self.loss_terms = {name: keras.metrics.Mean(name=name) for name in LOSS_TERMS}
 
     @property
     def downsample(self) -> int:
@@ -326,9 +333,22 @@ class VQVAE(keras.Model):
         return out if training else ops.clip(out, 0.0, 1.0)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The compiled reconstruction loss plus the quantiser's (``VectorQuantizer.vq_loss``)."""
+        """The compiled reconstruction loss plus the quantiser's (``VectorQuantizer.vq_loss``).
+
+        Each term is also tracked on its own (``loss_terms``, in the epoch logs): ``recon_mse``, the
+        mean squared error; ``ssim_term``, ``ssim_weight * (1 - SSIM)``; ``vq_loss``, the commitment
+        (and, with ``update="gradient"``, codebook) loss. They add up to the loss."""
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        return loss + devices.replica_share(self.quantizer.vq_loss())
+        vq = self.quantizer.vq_loss()
+        if y is not None and y_pred is not None:
+            target, pred = ops.stop_gradient(ops.cast(y, "float32")), ops.stop_gradient(ops.cast(y_pred, "float32"))
+            mse = ops.mean((target - pred) ** 2)
+            weight = float(getattr(self.loss, "ssim_weight", 0.0) or 0.0)
+            ssim = weight * ops.mean(1.0 - ssim_per_image(target, pred)) if weight else ops.zeros(())
+            batch = ops.cast(ops.shape(target)[0], "float32")   # weighted as Keras weighs the loss: by batch size
+            for name, value in zip(LOSS_TERMS, (mse, ssim, ops.stop_gradient(vq))):
+                self.loss_terms[name].update_state(value, sample_weight=batch)
+        return loss + devices.replica_share(vq)
 
     def checked(self, x, name: str = "x"):
         """``x`` checked and converted by ``images.as_images`` (uint8 scaled to [0, 1]; NaN, out-of-range,

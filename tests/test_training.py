@@ -44,6 +44,16 @@ def test_training_logs_monitors_and_saves(tmp_path):
     assert 0 < history["codebook_usage"][-1] <= 1 and 1 <= history["perplexity"][-1] <= 16
     assert history["learning_rate"][-1] < history["learning_rate"][0]
     assert (tmp_path / "vqvae.keras").exists() and (tmp_path / "vqvae_config.json").exists()
+    # the loss term by term (notebook 02 plots them): they add up to the loss, epoch by epoch
+    terms = sum(np.asarray(history[k]) for k in ("recon_mse", "ssim_term", "vq_loss"))
+    np.testing.assert_allclose(terms, history["loss"], rtol=1e-4)
+    assert min(history["recon_mse"]) > 0 and min(history["ssim_term"]) > 0 and min(history["vq_loss"]) > 0
+    # the same validation slices above their reconstructions, kept after every epoch
+    kept = training.epoch_images(tmp_path, "vqvae")
+    assert sorted(kept) == [f"reconstructions@{e}" for e in range(3)]
+    assert kept["reconstructions@0"].shape == (4, 64, 32, 1)            # 4 slices (every 4th of 16), over 2 rows
+    np.testing.assert_array_equal(kept["reconstructions@0"][:, :32], kept["reconstructions@2"][:, :32])
+    assert np.abs(kept["reconstructions@0"][:, 32:] - kept["reconstructions@2"][:, 32:]).mean() > 0.005
     scores = training.reconstruction_scores(model, datasets(x)[1])
     section = training.vqvae_metrics(model, scores, history["train_seconds"][-1])
     assert section["latent_grid"] == [8, 8] and section["codebook_size"] == 16

@@ -5,7 +5,8 @@ validate, test). A split holds only file names and per-image metadata; pixels ar
 is iterated. One module per concern:
 
 * ``layouts``  the layouts (oasis, adni, folder, nifti, synthetic), how they are found (one or two
-  folders below the folder given), their file names and class folders, and ``load_dataset``;
+  folders below the folder given), and ``load_dataset``;
+* ``names``    how file names (CASE_slice_N, PATIENT_SLICE) and ADNI class folders are read;
 * ``checks``   the checks on every file before training (cut short, corrupt, empty, not an image,
   a CMYK JPEG, a NIfTI that is not one 3-D volume) and the files that are not data;
 * ``splits``   ``SliceSplit``, ``LazyImages`` and ``BrainDataset``, and the views notebook 01 draws;
@@ -15,8 +16,8 @@ The names below are the data layer's face: ``from brainvq_utils import data`` an
 """
 
 from .checks import IMAGE_SUFFIXES, JUNK_NAMES, NIFTI_SUFFIXES, duplicate_files, shown
-from .layouts import (ADNI_LABELS, CLASS_SYNONYMS, LAYOUTS, OASIS_DIRS, OASIS_NAME, PATIENT_SLICE, SEARCH_DEPTH, Found,
-                      class_of, detect_layout, find_layouts, load_dataset, locate, parse_adni_name, parse_oasis_name)
+from .layouts import LAYOUTS, OASIS_DIRS, SEARCH_DEPTH, Found, detect_layout, find_layouts, load_dataset, locate
+from .names import ADNI_LABELS, CLASS_SYNONYMS, OASIS_NAME, PATIENT_SLICE, class_of, parse_adni_name, parse_oasis_name
 from .splits import (IN_MEMORY_BELOW, SPLITS, BrainDataset, LazyImages, SliceSplit, format_summary,
                      one_slice_per_subject, subject_slices)
 from .stream import (CACHE_IN_MEMORY_BELOW, SHUFFLE_BUFFER_BYTES, axial_slice, batches, check_image_size, image_hw,

@@ -35,6 +35,7 @@ class Prior(keras.Model):
     sampling = "autoregressive"
     hyperparameters: tuple = ()
     mask_token = False      # True: code index num_codes stands for "masked" in the input
+    takes_conditioning = True   # False: built without slice-position or class conditioning, whatever the data know
 
     def __init__(self, num_codes=512, grid=(32, 32), num_positions=0, num_classes=0, seed=0, **kwargs):
         super().__init__(**kwargs)

@@ -120,6 +120,7 @@ class PixelResidualBlock(layers.Layer):
 class PixelCNNPrior(AutoregressivePrior):
     """The masked PixelCNN baseline (no conditioning). ``num_layers`` residual blocks."""
 
+    takes_conditioning = False
     arch = "pixelcnn"
     first_kernel_size = 7
     num_output_convs = 2
