@@ -28,6 +28,7 @@ class DataConfig:
     seed: int = 0
     skip_bad: bool = False          # skip unreadable images (listed) instead of stopping
     validate_fraction: float = 0.1  # adni/folder/nifti: share of train carved out
+    test_fraction: float = 0.1      # folder/nifti: share of the subjects held out for testing
 
     def __post_init__(self):
         _check_types(self)
@@ -36,6 +37,9 @@ class DataConfig:
             raise BrainVQError(f"image_size={self.image_size} is too small; use 16 or more")
         if not 0.0 < self.validate_fraction < 1.0:
             raise BrainVQError(f"validate_fraction={self.validate_fraction} must lie in (0, 1), e.g. 0.1")
+        if not 0.0 < self.test_fraction < 1.0 or self.validate_fraction + self.test_fraction >= 1.0:
+            raise BrainVQError(f"test_fraction={self.test_fraction} must lie in (0, 1) and leave subjects to train "
+                               f"on beside validate_fraction={self.validate_fraction}, e.g. 0.1")
 
 
 @dataclass(frozen=True)

@@ -190,26 +190,46 @@ def open_dataset(cfg: DataConfig, build_synthetic: bool = True):
         from .synthetic import build_cohort
         print(f"building the synthetic cohort in {root} (once; later runs reuse it)")
         build_cohort(root, subjects=cfg.subjects, seed=cfg.seed, size=cfg.synth_size)
-    return load_dataset(cfg.dataset, root, validate_fraction=cfg.validate_fraction, seed=cfg.seed,
-                        skip_bad=cfg.skip_bad)
+    return load_dataset(cfg.dataset, root, validate_fraction=cfg.validate_fraction, test_fraction=cfg.test_fraction,
+                        seed=cfg.seed, skip_bad=cfg.skip_bad)
 
 
 def check_held_out_subjects(ds, folds: int) -> None:
     """Notebook 05's realism test folds the validation and test slices by subject, so each of the two
-    splits needs ``folds`` subjects or more: a one-line error now (01), not after 02's and 04's training."""
+    splits needs ``folds`` subjects or more: a one-line error now (01), not after 02's and 04's training,
+    saying which fraction to raise where the split is carved here (adni's validation, folder, nifti)."""
+    total = len(set(ds.train.subjects) | set(ds.validate.subjects) | set(ds.test.subjects))
     for name in ("validate", "test"):
         subjects = sorted(set(getattr(ds, name).subjects))
         if len(subjects) < folds:
-            lower = f", or lower it with -p realism_folds={len(subjects)}" if len(subjects) >= 2 else ""
+            carved = ds.layout in ("folder", "nifti") or (ds.layout == "adni" and name == "validate")
+            need = min(0.45, -(-folds * 100 // max(total, 1)) / 100 + 0.01)
+            raise_it = f", or give it {folds} by -p {name}_fraction={need:.2f}" if carved and need * total >= folds else ""
+            lower = f", or lower -p realism_folds={len(subjects)}" if len(subjects) >= 2 else ""
             raise BrainVQError(f"the {name} split of {ds.root} holds {len(subjects)} subject(s) "
-                               f"({', '.join(subjects[:3])}{' ...' if len(subjects) > 3 else ''}), but notebook 05's "
-                               f"realism test needs at least realism_folds={folds}: add subjects to it{lower}")
+                               f"({', '.join(subjects[:3])}{' ...' if len(subjects) > 3 else ''}) of {total}, but notebook "
+                               f"05's realism test needs at least realism_folds={folds}: add subjects{raise_it}{lower}")
+
+
+DARK = 0.25   # the brightest pixel of a sample of real MRI slices lies near 1 after scaling to [0, 1]
+
+
+def check_brightness(ds, summary: dict) -> None:
+    """Stop with one line when the sampled training slices are nearly black: their brightest pixel below
+    ``DARK`` of the full scale (16-bit PNGs that hold 12-bit values look so, once divided by 65535)."""
+    stats = summary["intensity"].get("train", {})
+    brightest = stats.get("max")
+    if brightest is not None and stats.get("sampled_images") and brightest < DARK:
+        raise BrainVQError(f"the training slices of {ds.root} are nearly black: the brightest pixel of "
+                           f"{stats['sampled_images']} sampled slices is {brightest:.3f} of the full scale (16-bit PNGs "
+                           f"holding 12-bit values?); rescale the images to use the full range of their bit depth")
 
 
 def record_dataset(ctx: NotebookContext, ds, summary: dict) -> dict:
     """Write ``dataset.json`` (config, summary and ``BrainDataset.describe``'s lines; read by 02-05) and the
     ``dataset`` metrics, once the held-out splits are checked (``check_held_out_subjects``)."""
     check_held_out_subjects(ds, ctx.params["realism_folds"])
+    check_brightness(ds, summary)
     write_json(ctx.run_dir / "dataset.json", {"config": ctx.data.__dict__, "summary": summary,
                                               "found": ds.describe().splitlines()})
     section = {"name": ds.name, "layout": ds.layout, "root": ds.root, "data_dir": summary["data_dir"],

@@ -227,12 +227,12 @@ def test_a_split_with_one_subject_loads_and_notebook_01_says_what_05_needs(oasis
     with pytest.raises(BrainVQError) as err:
         pipeline.check_held_out_subjects(ds, folds=2)
     message = str(err.value)
-    assert "\n" not in message and message.startswith(f"the validate split of {oasis} holds 1 subject(s) (case_003)")
-    assert "realism_folds=2: add subjects to it" in message
+    assert "\n" not in message and message.startswith(f"the validate split of {oasis} holds 1 subject(s) (case_003) of 4")
+    assert "realism_folds=2: add subjects" in message and "_fraction" not in message   # oasis: split as shipped
     two = data.load_dataset("oasis", make_oasis(oasis.parent / "two", cases={
         "train": ["case_001"], "validate": ["case_002", "case_003"], "test": ["case_004", "case_005"]}))
     pipeline.check_held_out_subjects(two, folds=2)            # two subjects each: enough for two folds
-    with pytest.raises(BrainVQError, match="or lower it with -p realism_folds=2"):
+    with pytest.raises(BrainVQError, match="or lower -p realism_folds=2"):
         pipeline.check_held_out_subjects(two, folds=5)
 
 

@@ -106,12 +106,12 @@ def test_adni_validation_by_patient_and_labels(adni, at_ad_nc):
 
 def test_folder_random_split_by_subject(tmp_path):
     for i in range(20):
-        write_image(tmp_path / "slices" / f"subject {i // 2}" / f"img{i}.png")   # 10 people, 2 slices each
+        write_image(tmp_path / "slices" / f"sub-{i // 2:02d}" / f"img{i}.png")   # 10 people (BIDS folders), 2 slices each
     (tmp_path / "slices" / "readme.txt").write_text("not an image, ignored in the folder layout")
     ds = data.load_dataset("auto", tmp_path / "slices", validate_fraction=0.2, test_fraction=0.2)
     assert ds.layout == "folder" and (len(ds.train), len(ds.validate), len(ds.test)) == (12, 4, 4)
     assert not set(ds.train.subjects) & (set(ds.validate.subjects) | set(ds.test.subjects))
-    assert set(ds.train.slices) == {-1} and "random split by subject" in ds.notes and "sub-folder" in ds.notes
+    assert set(ds.train.slices) == {-1} and "random split by subject" in ds.notes and "BIDS" in ds.notes
     files = sorted(f for s in ds.splits().values() for f in s.files)
     assert len(set(files)) == 20
     assert data.load_dataset("folder", tmp_path / "slices", validate_fraction=0.2,

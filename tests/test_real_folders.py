@@ -244,7 +244,7 @@ def test_folder_layout_uses_levels_for_all_files_or_for_none_and_says_which(tmp_
     (folder / "case_3_slice_21 (1).png").write_bytes(png_bytes(gradient()))
     ds = data.load_dataset("folder", folder, validate_fraction=0.25, test_fraction=0.25)
     assert {z for s in ds.splits().values() for z in s.slices} == {-1}
-    assert "slice levels unknown (case_3_slice_21 (1).png" in ds.notes
+    assert "subjects unknown (case_3_slice_21 (1).png" in ds.notes
 
 
 def test_photos_named_img_nnnn_are_not_one_patient(tmp_path):
@@ -255,3 +255,64 @@ def test_photos_named_img_nnnn_are_not_one_patient(tmp_path):
     ds = data.load_dataset("auto", folder, validate_fraction=0.2, test_fraction=0.2)
     assert len({s for split in ds.splits().values() for s in split.subjects}) == 10      # not one patient "IMG"
     assert {z for s in ds.splits().values() for z in s.slices} == {-1}                    # 1..10 are not levels
+
+
+# ----------------------------------------------------------------------------- folders of one's own (second trial)
+def test_folder_subjects_come_from_names_bids_folders_or_are_said_to_be_unknown(tmp_path):
+    flat = tmp_path / "flat"
+    for p in range(12):
+        for z in range(5):
+            write_image(flat / f"sub{p:02d}_{z}.png")
+    ds = data.load_dataset("folder", flat, validate_fraction=0.2, test_fraction=0.2)
+    assert len({s for split in ds.splits().values() for s in split.subjects}) == 12      # patients, not files
+    assert not set(ds.train.subjects) & set(ds.test.subjects) and "PATIENT_SLICE" in ds.notes
+    bids = tmp_path / "bids"
+    for p in range(6):
+        for ses in (1, 2):
+            write_image(bids / f"sub-{p:02d}" / f"ses-{ses}" / "anat" / f"scan{ses}.png")
+    ds = data.load_dataset("folder", bids, validate_fraction=0.2, test_fraction=0.2)
+    assert sorted({s for split in ds.splits().values() for s in split.subjects}) == [f"sub-{p:02d}" for p in range(6)]
+    sites = tmp_path / "sites"
+    for site in ("siteA", "siteB"):
+        for z in range(3):
+            write_image(sites / site / f"case_000_slice_{z}.png")
+    ds = data.load_dataset("folder", sites, validate_fraction=0.2, test_fraction=0.2)
+    assert sorted({s for split in ds.splits().values() for s in split.subjects}) == ["siteA/case_000", "siteB/case_000"]
+    kaggle = tmp_path / "Alzheimer_s Dataset"
+    for split in ("train", "test"):
+        for cls in ("NonDemented", "MildDemented"):
+            for i in range(3):
+                write_image(kaggle / split / cls / f"{cls[:4].lower()}Dem{i}.jpg", fmt="JPEG")
+    with pytest.raises(BrainVQError, match="Kaggle .*no patient id.*use the dataset folder"):
+        data.load_dataset("adni", kaggle)
+    ds = data.load_dataset("auto", kaggle)                        # not taken for ADNI: no ADNI class folder
+    assert ds.layout == "folder" and "WARNING: subjects unknown" in ds.notes and "WARNING" in ds.describe()
+
+
+def test_a_linked_folder_is_read_or_named_never_passed_over(tmp_path):
+    elsewhere = make_oasis(tmp_path / "elsewhere")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "downloads").symlink_to(elsewhere)                    # the data lives on another disk
+    assert data.load_dataset("auto", home).root == str(home / "downloads")
+    root = make_oasis(tmp_path / "oasis")
+    extra = tmp_path / "more"
+    write_image(extra / "case_030_slice_0.nii.png")
+    (root / TRAIN / "more").symlink_to(extra)
+    with pytest.raises(BrainVQError, match=f"{root / TRAIN / 'more'} holds slices"):
+        data.load_dataset("oasis", root)
+
+
+def test_nearly_black_slices_stop_notebook_01_naming_the_cause(tmp_path):
+    from brainvq_utils import pipeline
+    root = tmp_path / "png16"
+    for split, cases in (("train", 4), ("validate", 2), ("test", 2)):
+        for c in range(cases):
+            for z in range(2):
+                path = root / f"keras_png_slices_{split}" / f"case_{split[:2]}{c}_slice_{z}.nii.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray((np.random.default_rng(c).integers(0, 4096, (32, 32))).astype(np.uint16)).save(path)
+    ds = data.load_dataset("oasis", root)
+    summary = ds.summary(image_size=32, max_images_for_stats=8)
+    with pytest.raises(BrainVQError, match="nearly black: the brightest pixel of 8 sampled slices is 0.06"):
+        pipeline.check_brightness(ds, summary)

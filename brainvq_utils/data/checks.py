@@ -220,9 +220,10 @@ def stray_slices(folder: Path, reads: str, remedy: str, allowed=()) -> None:
     """Stop loading when a sub-folder of ``folder`` that the layout does not read (not in ``allowed``)
     holds slices: they would be left out without a word. ``reads`` says what the layout reads there,
     ``remedy`` what to do."""
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and _visible(p, folder)):
-        if sub.name in allowed:
-            continue
+    here = folder.resolve()
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p, folder)):
+        if sub.name in allowed or (sub.is_symlink() and (sub.resolve() == here or sub.resolve() in here.parents)):
+            continue   # the layout's own folders; a link back to this folder or above it (a loop)
         inside = next((q for q in sub.rglob("*") if _is_image_name(q) and _visible(q, sub)), None)
         if inside is not None:
             raise BrainVQError(f"{sub} holds slices ({shown(inside.name)}, ...) but {reads}, so they would be left "

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import BrainVQError
 from .checks import _files_in, _is_image_name, _is_nifti_name, _listing, _screen, _visible, duplicate_files, shown, stray_slices
-from .names import _class_folders, _folder_names, parse_adni_name, parse_oasis_name
+from .names import _class_folders, _folder_names, class_of, parse_adni_name, parse_oasis_name
 from .splits import SPLITS, BrainDataset, _make_split, _seeded_split
 from .stream import _volume_header
 
@@ -52,9 +52,14 @@ SEARCH_DEPTH = 2   # course zips unpack one or two folders deep (keras_png_slice
 LOOK_DEEPER = 6    # deeper layouts are not read, but named in the error, so nothing is read by mistake
 
 
-def _adni_base(folder: Path) -> Path | None:
+def _adni_base(folder: Path, classes: bool = False) -> Path | None:
+    """The folder that holds ADNI's train/ and test/ (``folder/AD_NC`` or ``folder``); with ``classes``,
+    only where train/ holds a class folder brainvq knows (so that a folder of someone's own train/ and
+    test/ slices, or the Kaggle data set, is not taken for ADNI by ``auto``)."""
     for base in (folder / "AD_NC", folder):
         if (base / "train").is_dir() and (base / "test").is_dir():
+            if classes and not any(class_of(p.name) for p in _subfolders(base / "train")):
+                continue
             return base
     return None
 
@@ -64,14 +69,18 @@ def _marker(folder: Path, depth: int = 0) -> Found | None:
     synthetic = (folder / "cohort.json").is_file()
     if any((folder / d).is_dir() for d in OASIS_DIRS):
         return Found("oasis", folder, synthetic, depth)
-    base = _adni_base(folder)
+    base = _adni_base(folder, classes=True)
     return Found("adni", base, synthetic, depth) if base is not None else None
 
 
 def _subfolders(folder: Path) -> list[Path]:
+    """The visible sub-folders of ``folder``, links to folders included, except a link back to ``folder``
+    or above it (a loop)."""
     try:
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and _visible(p, folder))
-    except OSError:   # links to folders are not followed: a link loop cannot hang the search
+        here = folder.resolve()
+        return sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p, folder)
+                      and not (p.is_symlink() and (here == p.resolve() or p.resolve() in here.parents)))
+    except OSError:
         return []
 
 
@@ -79,10 +88,13 @@ def find_layouts(root: Path, depth: int = LOOK_DEEPER) -> list[Found]:
     """Every oasis or adni layout in ``root`` or up to ``depth`` folders below it (not inside a layout
     once found; hidden and ``__MACOSX`` folders skipped). Beside a layout, a folder that holds another
     one (``AD_NC - Copy/`` next to ``AD_NC/``) is found too."""
-    found, level = [], [root]
+    found, level, seen = [], [root], set()
     for d in range(depth + 1):
         below = []
         for folder in level:
+            if folder.resolve() in seen:     # reached twice through links
+                continue
+            seen.add(folder.resolve())
             hit = _marker(folder, d)
             if hit is None:
                 below += _subfolders(folder)
@@ -169,9 +181,10 @@ SEG_DIRS = tuple(f"keras_png_slices_seg_{s}" for s in SPLITS)
 def _load_oasis(root: Path, check, skip_bad, skipped, **_):
     missing = [d for d in OASIS_DIRS if not (root / d).is_dir()]
     if missing:
+        other = "; it holds the adni layout: use the dataset adni" if _adni_base(root, classes=True) else ""
         raise BrainVQError(f"expected the oasis layout ({', '.join(d + '/' for d in OASIS_DIRS)}) under {root}, but "
                            f"{', '.join(d + '/' for d in missing)} {'is' if len(missing) == 1 else 'are'} missing; "
-                           f"found: {_listing(root)}")
+                           f"found: {_listing(root)}{other}")
     stray_slices(root, "the oasis layout reads only keras_png_slices_train/, _validate/ and _test/",
                  f"merge them into their split folder if they are not copies, or move the folder out of {root}",
                  allowed=OASIS_DIRS + SEG_DIRS)

@@ -56,25 +56,54 @@ def parse_adni_name(path: Path) -> tuple[str, int]:
     return m["subject"], int(m["slice"])
 
 
-def _folder_names(files, root: Path) -> tuple[list[tuple[str, str, int]], str]:
-    """Rows (file, subject, slice) of the folder layout, and what the subjects are: the case and slice
-    level of ``CASE_slice_N`` names when every name is one; otherwise the sub-folder a file lies in
-    (a file directly in the folder is a subject of its own) and no level for any file. Never levels
-    for some files only: one unknown level would turn the prior's slice-level conditioning off for
-    the whole run without a word. (``PATIENT_SLICE`` is not read here: ``IMG_0001.jpg`` would make one
-    patient "IMG" of every photo.)"""
-    try:
-        return [(f, *parse_oasis_name(Path(f))) for f in files], "subjects and slice levels read from the CASE_slice_N names"
-    except _BadName:
-        pass
-    bad = next(Path(f).name for f in files if not OASIS_NAME.match(Path(f).name))
-    rows = []
-    for f in files:
+BIDS_SUBJECT = re.compile(r"^sub-[A-Za-z0-9]+$")   # a BIDS data set's subject folder (sub-01/ses-1/anat/...)
+
+
+def _qualified(rows, root: Path) -> list:
+    """Rows whose (subject, level) pairs repeat in two folders (``siteA/case_000_slice_0`` and
+    ``siteB/case_000_slice_0``: two people who share a name) get their folder in the subject."""
+    seen: dict = {}
+    for f, subject, z in rows:
+        seen.setdefault((subject, z), set()).add(Path(f).parent)
+    if all(len(folders) == 1 for folders in seen.values()):
+        return rows
+    out = []
+    for f, subject, z in rows:
         rel = Path(f).parent.relative_to(root)
-        rows.append((f, str(rel) if str(rel) != "." else Path(f).name, -1))
-    return rows, (f"slice levels unknown ({bad}, and maybe others, is not named CASE_slice_N), so no file's level "
-                  f"is used and the prior is not conditioned on it; each sub-folder is a subject, and each file "
-                  f"directly in the folder a subject of its own")
+        out.append((f, subject if str(rel) == "." else f"{rel}/{subject}", z))
+    return out
+
+
+def _folder_names(files, root: Path) -> tuple[list[tuple[str, str, int]], str]:
+    """Rows (file, subject, slice) of the folder layout, and a note on what the subjects are. Subjects come
+    from the names, in this order: every name ``CASE_slice_N``; every name ``PATIENT_SLICE`` with at
+    least three patients, none holding half the files (``IMG_0001.jpg`` is no patient "IMG"); every file
+    under a BIDS ``sub-XX/`` folder. A name pair that repeats in two folders is told apart by its folder.
+    Otherwise the subjects are unknown and every file is a subject of its own, which the note says
+    loudly: one person's slices may then lie in several splits. Slice levels come only from names that
+    carry them, for every file or for none (one unknown level would turn the prior's level conditioning
+    off for the whole run without a word)."""
+    for scheme, parse in (("CASE_slice_N", parse_oasis_name), ("PATIENT_SLICE", parse_adni_name)):
+        try:
+            rows = [(f, *parse(Path(f))) for f in files]
+        except _BadName:
+            continue
+        counts = {}
+        for _, subject, _ in rows:
+            counts[subject] = counts.get(subject, 0) + 1
+        if scheme == "PATIENT_SLICE" and (len(counts) < 3 or max(counts.values()) * 2 > len(rows)):
+            continue
+        return _qualified(rows, root), f"subjects and slice levels read from the {scheme} names"
+    bids = [next((part for part in Path(f).relative_to(root).parts[:-1] if BIDS_SUBJECT.match(part)), None)
+            for f in files]
+    if all(bids):
+        return ([(f, subject, -1) for f, subject in zip(files, bids)],
+                "subjects read from the BIDS sub-XX/ folders; slice levels unknown, so the prior is not conditioned on them")
+    example = next((Path(f).name for f in files if not OASIS_NAME.match(Path(f).name)), Path(files[0]).name)
+    return ([(f, str(Path(f).relative_to(root)), -1) for f in files],
+            f"WARNING: subjects unknown ({example}, and maybe others, says neither the person nor the slice level), so every "
+            f"file counts as a subject of its own and one person's slices may lie in several splits; name the "
+            f"files CASE_slice_N.png, or put each person's slices under a sub-XX/ folder")
 
 
 # ----------------------------------------------------------------------------- class folders (adni)
@@ -85,6 +114,8 @@ CLASS_SYNONYMS = {
     "NC": ("CN", "Normal", "Control", "Controls", "HC", "Healthy"),
     "MCI": (), "EMCI": (), "LMCI": (), "SMC": (),
 }
+# The class folders of the Kaggle "Alzheimer's Dataset" (from OASIS): its file names carry no patient id.
+KAGGLE_CLASSES = ("nondemented", "verymilddemented", "milddemented", "moderatedemented")
 
 
 ADNI_LABELS = ("AD", "NC")   # the two classes of the course data set (AD_NC)
@@ -108,6 +139,10 @@ def _class_folders(split_dir: Path, split: str) -> dict[str, list[Path]]:
             continue
         if p.is_dir():
             label = class_of(p.name)
+            if label is None and p.name.strip().lower() in KAGGLE_CLASSES:
+                raise BrainVQError(f"{p} is a class of the Kaggle \"Alzheimer's Dataset\", whose file names carry no "
+                                   f"patient id, so it cannot be split by patient as the adni layout needs; use the "
+                                   f"dataset folder (each file then counts as a subject of its own, which it says)")
             if label is None:
                 known = ", ".join(f"{k} (or {', '.join(v)})" if v else k for k, v in CLASS_SYNONYMS.items())
                 raise BrainVQError(f"{p} is not a class folder brainvq knows ({known}); rename it to its class, "

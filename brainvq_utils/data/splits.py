@@ -216,7 +216,7 @@ class BrainDataset:
         sizes: dict[str, int] = {}
         for key, split in splits.items():
             part = split.sample(max_images_for_stats, seed)
-            total, total_sq, zeros, dark, count = 0.0, 0.0, 0, 0, 0
+            total, total_sq, zeros, dark, count, brightest = 0.0, 0.0, 0, 0, 0, 0.0
             if len(part):
                 ds = part._native().map(lambda x: (tf.shape(x)[:2], _fit(x, hw) if hw else x))
                 for shape, x in ds.as_numpy_iterator():
@@ -225,11 +225,12 @@ class BrainDataset:
                     x = x.astype(np.float64)
                     total, total_sq, count = total + x.sum(), total_sq + (x**2).sum(), count + x.size
                     zeros, dark = zeros + int((x == 0).sum()), dark + int((x < 0.05).sum())
+                    brightest = max(brightest, float(x.max()) if x.size else 0.0)
             mean = total / max(count, 1)
             out["intensity"][key] = {
                 "mean": float(mean), "std": float(np.sqrt(max(total_sq / max(count, 1) - mean**2, 0.0))),
                 "zero_fraction": float(zeros / max(count, 1)),
-                "background_fraction": float(dark / max(count, 1)),
+                "background_fraction": float(dark / max(count, 1)), "max": brightest,
                 "sampled_images": len(part)}
         out["native_sizes"] = dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
         return out
