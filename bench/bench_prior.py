@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from brainvq_utils import pipeline, priors, realism, sampling, training  # noqa: E402
+from brainvq_utils import outline, pipeline, priors, realism, sampling, training  # noqa: E402
 from brainvq_utils.config import PRECISIONS, PriorConfig, SamplingConfig, load_params, stage_config  # noqa: E402
 from brainvq_utils.priors import prior_info  # noqa: E402
 
@@ -54,7 +54,9 @@ VARIANTS = {
                                     prior_level_location=False),
     "gated+level": dict(prior_arch="gated", condition_on_position=True, prior_location=True,
                         prior_level_location=True),
+    "layout": dict(prior_arch="layout", condition_on_position=True, prior_location=True, prior_level_location=True),
 }
+CURVE = (90.0, 180.0, 270.0, 540.0, 1080.0)
 
 
 def reference_sets(run: Path, n: int, seed: int = 0):
@@ -67,12 +69,15 @@ def reference_sets(run: Path, n: int, seed: int = 0):
         codes = {k: f[k] for k in f.files}
     info = {"num_positions": int(codes["num_positions"]), "num_classes": 0}
     ev = pipeline.evaluation_sets(ds, codes, vqvae, info, data_cfg.image_size, n, seed)
+    ev["band"] = outline.OutlineBand(ds.train.images(data_cfg.image_size), np.asarray(ds.train.slices))
+    ev["real_outline_broken"] = float(ev["band"].broken(ev["real"][0], ev["positions"]["real"]).mean())
+    ev["brain_codes"] = pipeline.brain_codes(vqvae, codes["train_codes"])
     return codes, vqvae, ev, {"reconstructions": realism.texture_features(ev["reconstructions"][0]),
                               "real": realism.texture_features(ev["real"][0])}
 
 
-def bench_one(name, precision, codes, vqvae, ev, feats, args):
-    overrides = {**VARIANTS[name], "prior_time_budget_s": args.budget, "prior_epochs": 10_000}
+def bench_one(name, precision, codes, vqvae, ev, feats, args, budget=None):
+    overrides = {**VARIANTS[name], "prior_time_budget_s": budget or args.budget, "prior_epochs": 10_000}
     if precision is not None:
         overrides["prior_precision"] = precision
     params = load_params(args.profile, overrides)
@@ -84,7 +89,7 @@ def bench_one(name, precision, codes, vqvae, ev, feats, args):
     def inputs(split):
         return priors.prior_inputs(codes[f"{split}_codes"], codes[f"{split}_position"] if positions else None)
 
-    build = training.prior_builder(cfg, k, grid, positions)
+    build = training.prior_builder(cfg, k, grid, positions, brain_codes=ev["brain_codes"])
     with tempfile.TemporaryDirectory() as tmp:
         keras.utils.set_random_seed(cfg.prior_seed)
         prior, history = training.train_prior(
@@ -101,15 +106,25 @@ def bench_one(name, precision, codes, vqvae, ev, feats, args):
     prior_alone = realism.two_sample_test(ev["reconstructions"][0], samples, ev["reconstructions"][1], groups,
                                           features_a=feats["reconstructions"])
     whole = realism.two_sample_test(ev["real"][0], samples, ev["real"][1], groups, features_a=feats["real"])
+    broken = ev["band"].broken(samples, ev["positions"]["real_other"])
     return {"variant": name, **{k_: v for k_, v in dataclasses.asdict(cfg).items() if k_ == "prior_arch"},
             "precision": build.precision, "parameters": int(prior.count_params()), "epochs": len(history["loss"]),
             "train_seconds": round(history["train_seconds"][-1], 1),
             "auc_reconstructions_vs_samples": round(prior_alone["auc"], 3),
             "auc_interval": [round(prior_alone["auc_low"], 3), round(prior_alone["auc_high"], 3)],
             "auc_real_vs_samples": round(whole["auc"], 3),
+            "outline_broken": round(float(broken.mean()), 3), "real_outline_broken": round(ev["real_outline_broken"], 3),
             "empty_fraction": round(float(realism.empty_images(samples).mean()), 3),
             "test_bits_per_code": round(scores["bits_per_code"], 4), "test_accuracy": round(scores["accuracy"], 4),
             "sampling_seconds": round(sampling_seconds, 1), "temperature": scfg.temperature}
+
+
+def default_variant(profile: str) -> str:
+    """The variant that is the profile's own prior."""
+    params = load_params(profile)
+    if params["prior_arch"] in ("layout", "maskgit"):
+        return params["prior_arch"]
+    return "gated+level" if params["prior_level_location"] else "gated+location+position"
 
 
 def main():
@@ -121,22 +136,34 @@ def main():
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--precisions", nargs="+", default=[None], choices=list(PRECISIONS),
                         help="train each variant in each of these (default: the profile's prior_precision)")
+    parser.add_argument("--curve", action="store_true",
+                        help="a learning curve: the profile's prior (or the one --variants names) trained for each of "
+                             "--budgets seconds, with the outline score and the realism AUC at each")
+    parser.add_argument("--budgets", nargs="*", type=float, default=list(CURVE), help="the curve's training seconds")
     args = parser.parse_args()
+    if args.curve and (not args.budgets or min(args.budgets) <= 0):
+        raise SystemExit(f"brainvq bench prior: error: a learning curve needs one or more positive budgets "
+                         f"(--budgets {' '.join(str(int(b)) for b in CURVE)}); got {args.budgets}")
     run = Path(args.run_dir)
     for artefact in ("codes.npz", "vqvae.keras", "dataset.json"):
         if not (run / artefact).exists():
             raise SystemExit(f"brainvq bench prior: {run / artefact} is missing; run notebooks 01-04 into {run} first")
     args.num_codes = json.loads((run / "metrics.json").read_text())["vqvae"]["codebook_size"]
     codes, vqvae, ev, feats = reference_sets(run, args.n)
-    results = [bench_one(name, precision, codes, vqvae, ev, feats, args)
-               for name in args.variants for precision in args.precisions]
-    results.sort(key=lambda r: r["auc_reconstructions_vs_samples"])
+    if args.curve:
+        variant = args.variants[0] if len(args.variants) == 1 else default_variant(args.profile)
+        results = [bench_one(variant, None, codes, vqvae, ev, feats, args, budget=b) for b in sorted(args.budgets)]
+    else:
+        results = [bench_one(name, precision, codes, vqvae, ev, feats, args)
+                   for name in args.variants for precision in args.precisions]
+        results.sort(key=lambda r: r["auc_reconstructions_vs_samples"])
     cols = ["variant", "precision", "parameters", "epochs", "train_seconds", "auc_reconstructions_vs_samples",
-            "auc_interval", "auc_real_vs_samples", "empty_fraction", "test_bits_per_code", "sampling_seconds"]
+            "auc_interval", "auc_real_vs_samples", "outline_broken", "real_outline_broken", "empty_fraction",
+            "test_bits_per_code", "sampling_seconds"]
     print(" | ".join(cols))
     for r in results:
         print(" | ".join(str(r[c]) for c in cols))
-    print(json.dumps({"bench": "prior", "budget_s": args.budget, "run_dir": str(run), "n": args.n,
+    print(json.dumps({"bench": "prior", "curve": args.curve, "budget_s": args.budget, "run_dir": str(run), "n": args.n,
                       "machine": f"{platform.machine()} {os.cpu_count()} CPU cores, keras {keras.__version__} "
                                  f"({keras.backend.backend()})", "results": results}))
 

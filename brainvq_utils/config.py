@@ -75,17 +75,20 @@ class VQVAEConfig:
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
-PRIOR_ARCHITECTURES = ("maskgit", "gated", "pixelcnn")   # brainvq_utils.priors.ARCHITECTURES (a test checks)
+PRIOR_ARCHITECTURES = ("layout", "maskgit", "gated", "pixelcnn")   # brainvq_utils.priors.ARCHITECTURES (a test checks)
 
 
 @dataclass(frozen=True)
 class PriorConfig:
-    prior_arch: str = "gated"         # maskgit | gated | pixelcnn (the baseline of the original reports)
+    prior_arch: str = "gated"         # layout | maskgit | gated | pixelcnn (the keras.io baseline)
     prior_channels: int = 64          # gated / pixelcnn: feature channels
     prior_layers: int = 8             # gated layers / pixelcnn residual blocks
     prior_kernel: int = 3
     prior_location: bool = True       # gated prior: learn where on the grid each code lies
     prior_level_location: bool = True  # gated prior: and a coarse map of it per slice position
+    layout_cell: int = 4              # layout prior: codes per side of one block of the coarse layout
+    layout_channels: int = 32         # layout prior: the layout stage's channels
+    layout_layers: int = 4            # layout prior: the layout stage's gated layers
     maskgit_channels: int = 128       # maskgit: token width
     maskgit_layers: int = 4           # maskgit: transformer blocks
     maskgit_heads: int = 4
@@ -103,7 +106,7 @@ class PriorConfig:
         _check_types(self)
         _positive(self, "prior_channels", "prior_layers", "prior_kernel", "prior_learning_rate",
                   "prior_batch_size", "prior_epochs", "maskgit_channels", "maskgit_layers", "maskgit_heads",
-                  "maskgit_patch")
+                  "maskgit_patch", "layout_cell", "layout_channels", "layout_layers")
         if self.prior_arch not in PRIOR_ARCHITECTURES:
             raise BrainVQError(f"prior_arch={self.prior_arch!r} is not known; use one of {PRIOR_ARCHITECTURES}")
         if self.maskgit_channels % self.maskgit_heads:
@@ -123,10 +126,13 @@ class PriorConfig:
             return dict(channels=self.maskgit_channels, num_layers=self.maskgit_layers, heads=self.maskgit_heads,
                         patch=self.maskgit_patch)
         common = dict(channels=self.prior_channels, num_layers=self.prior_layers, kernel_size=self.prior_kernel)
-        if self.prior_arch != "gated":
+        if self.prior_arch not in ("gated", "layout"):
             return common
         level = self.prior_level_location and self.prior_location and num_positions > 0
-        return {**common, "location": self.prior_location, "level_location": level}
+        out = {**common, "location": self.prior_location, "level_location": level}
+        if self.prior_arch == "layout":
+            out.update(layout_cell=self.layout_cell, layout_channels=self.layout_channels, layout_layers=self.layout_layers)
+        return out
 
 
 @dataclass(frozen=True)
@@ -284,6 +290,10 @@ def load_params(profile: str = "demo", overrides: dict | None = None) -> dict:
     params["profile"] = profile
     for stage in STAGES:   # validate every stage now, not half-way through a run
         stage_config(stage, params)
+    side = params["image_size"] // params["downsample"]
+    if params["prior_arch"] == "layout" and side % params["layout_cell"]:
+        raise BrainVQError(f"layout_cell={params['layout_cell']} does not divide the {side}x{side} code grid; use a "
+                           f"divisor of {side}, e.g. 4")
     codes_in_grid = (params["image_size"] // params["downsample"]) ** 2
     if params["decode_steps"] > codes_in_grid:
         raise BrainVQError(f"decode_steps={params['decode_steps']} is more than the {codes_in_grid} codes of the "

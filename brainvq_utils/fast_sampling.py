@@ -198,15 +198,17 @@ def _row_step(prior):
     return lambda *args, **static: raw(params, *args, **static)
 
 
-def _fast_batch(prior, noise, position, label, temperature, top_k, forced=None, bar=None):
+def _fast_batch(prior, noise, position, label, temperature, top_k, forced=None, bar=None, layout=None):
     """Codes (B, h, w) of one batch by the fast sampler, and the per-row logits [(B, w, K)]
-    when teacher forcing ``forced`` codes (B, h, w) instead of drawing them."""
+    when teacher forcing ``forced`` codes (B, h, w) instead of drawing them. ``layout``: the coarse
+    layouts of a code prior that draws given one."""
     batch, height = noise.shape[0], noise.shape[1]
     row_fn, state = _row_step(prior), _ROW_FUNCTIONS[prior.arch][1](prior, batch)
     if prior.arch == "gated":
         cond_v, cond_h, loc_v, loc_h = prior.fast_cond_biases(
             None if position is None else ops.convert_to_tensor(position),
-            None if label is None else ops.convert_to_tensor(label), batch)
+            None if label is None else ops.convert_to_tensor(label), batch,
+            None if layout is None else ops.convert_to_tensor(layout, "int32"))
         row_cond = (lambda i: (cond_v, cond_h, loc_v[:, :, i], loc_h[:, :, i]))
     else:
         row_cond = (lambda i: ())
@@ -238,7 +240,11 @@ def fast_logits(prior, codes, position=None, label=None):
     n = codes.shape[0]
     position = _conditioning("position", position, info["num_positions"], n)
     label = _conditioning("label", label, info["num_classes"], n)
+    layout, bias, stage = None, 0.0, prior
+    if getattr(prior, "layout_prior", None) is not None:     # a two-level prior: its code stage, given the codes' layout
+        layout = ops.convert_to_numpy(prior.layout_of(codes))
+        bias, stage = ops.convert_to_numpy(prior.layout_bias(layout)), prior.code_prior
     noise = ops.zeros((*codes.shape, info["num_codes"]))
-    _, logits = _fast_batch(prior, noise, position, label,
-                            ops.convert_to_tensor(1.0), None, forced=codes.astype("int32"))
-    return np.stack([ops.convert_to_numpy(x) for x in logits], axis=1)
+    _, logits = _fast_batch(stage, noise, position, label,
+                            ops.convert_to_tensor(1.0), None, forced=codes.astype("int32"), layout=layout)
+    return np.stack([ops.convert_to_numpy(x) for x in logits], axis=1) + bias

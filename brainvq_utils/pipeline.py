@@ -21,8 +21,28 @@ from .errors import BrainVQError
 from .runs import atomic_path, default_run_dir, read_json, require, update_metrics, write_json
 
 
+def compute_line() -> str:
+    """What this kernel computes on, in one plain line: the GPU and whether it has bfloat16, or the CPU."""
+    import keras
+
+    accelerators = [d for d in keras.distribution.list_devices() if not str(d).lower().startswith("cpu")]
+    if not accelerators:
+        return (f"CPU, {os.cpu_count()} cores, no GPU found: the demo profile's time budgets are set for a CPU "
+                f"like this one")
+    name = str(accelerators[0])
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", name)
+    bf16 = devices.gpu_has_bfloat16()
+    more = f" (and {len(accelerators) - 1} more)" if len(accelerators) > 1 else ""
+    return f"GPU: {name}{more}, bfloat16: {'yes' if bf16 else 'no'}"
+
+
 def print_versions() -> dict:
-    """Print (and return) the versions that matter, as MONAI's print_config does."""
+    """Print (and return) the versions that matter, as MONAI's print_config does, and what this kernel
+    computes on (``compute_line``)."""
     import keras
     import numpy
     import tensorflow
@@ -31,7 +51,8 @@ def print_versions() -> dict:
     info = {"brainvq_utils": __version__, "python": platform.python_version(),
             "keras": keras.__version__, "backend": keras.backend.backend(),
             "tensorflow": tensorflow.__version__, "numpy": numpy.__version__,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            "computes on": compute_line()}
     for key, value in info.items():
         print(f"{key:>14}: {value}")
     return info
@@ -305,6 +326,15 @@ def conditioning(codes: dict, cfg) -> tuple[int, int]:
     positions = codes["num_positions"] if cfg.condition_on_position else 0
     classes = len(codes["label_names"]) if cfg.condition_on_label else 0
     return positions, classes
+
+
+def brain_codes(vqvae, code_maps, limit: int = 512):
+    """(K,) bool: the codes that decode to brain (a grey level above ``metrics.BRAIN_LEVEL`` where they
+    are used, ``codebook.code_levels``, in up to ``limit`` of the given maps): what the two-level prior's
+    coarse layout is read from."""
+    from .codebook import code_levels
+    from .metrics import BRAIN_LEVEL
+    return code_levels(vqvae, code_maps[:limit]) > BRAIN_LEVEL
 
 
 def split_inputs(codes: dict, split: str, positions: int, classes: int) -> dict:

@@ -13,12 +13,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -124,57 +121,3 @@ class Bar:
 
     def __exit__(self, *exc):
         self.close()
-
-
-# ----------------------------------------------------------------------------- a quiet start-up
-STARTUP_LINES: list[str] = []   # what native libraries printed while loading (quiet_native_startup)
-# The lines a native library prints as it loads: absl's and TensorFlow's log lines
-# ("I0000 00:00:1795331450.853834   21853 cudart_stub.cc:31] ..."), their preamble, CPU-feature notes.
-NATIVE_CHATTER = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\]|WARNING: All log messages before absl|"
-                            r"To enable the following instructions|.*rebuild TensorFlow with the appropriate compiler)")
-
-
-@contextlib.contextmanager
-def quiet_native_startup():
-    """Keep what native libraries print to file descriptor 2 while they load (TensorFlow's absl
-    and CUDA probes: "All log messages before absl::InitializeLog()", "oneDNN custom operations
-    are on", "Could not find cuda drivers") off the terminal.
-
-    Such lines go to ``STARTUP_LINES``; ``brainvq run`` writes its own to the run's log (or, with
-    ``--verbose``, the terminal). Any other line (a Python warning, say) is written back to file
-    descriptor 2 at once, and if the import fails, everything is. In a notebook kernel everything
-    is written back: the kernel puts it in the notebook's output, so an executed notebook keeps
-    it. ``TF_CPP_MIN_LOG_LEVEL=0`` turns the whole thing off."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip() == "0":
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    failed = False
-    with tempfile.TemporaryFile(mode="w+b") as buffer:
-        os.dup2(buffer.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            try:
-                sys.stderr.flush()
-            except (OSError, ValueError):
-                pass
-            os.dup2(saved, 2)
-            os.close(saved)
-            buffer.seek(0)
-            lines = buffer.read().decode(errors="replace").splitlines()
-            chatter = [] if failed else [line for line in lines if NATIVE_CHATTER.match(line)]
-            STARTUP_LINES.extend(chatter)
-            shown = [line for line in lines if line not in chatter]
-            if in_notebook():      # a kernel: its fd 2 goes to the notebook's output, where such lines belong
-                shown = lines
-            if shown:
-                os.write(2, ("\n".join(shown) + "\n").encode())

@@ -268,17 +268,21 @@ def _run_locked(run_dir, names, verbose, status_every_s) -> Path:
     records, once this process holds ``run_dir``."""
     import papermill
 
-    from .progress import FILE_ENV, HEADLESS_ENV, STARTUP_LINES
+    from .progress import FILE_ENV, HEADLESS_ENV
+    from .quiet import LOG_ENV, STARTUP_LINES, VERBOSE_ENV
 
     record = read_json(run_dir / "run.json")
     parameters, finished = record["parameters"], dict(record.get("finished") or {})
     log_path, status_path = run_dir / LOG_FILE, run_dir / PROGRESS_FILE
-    saved_env = {k: os.environ.get(k) for k in (FILE_ENV, HEADLESS_ENV)}
+    saved_env = {k: os.environ.get(k) for k in (FILE_ENV, HEADLESS_ENV, LOG_ENV, VERBOSE_ENV)}
     os.environ[FILE_ENV], os.environ[HEADLESS_ENV] = str(status_path.resolve()), "1"   # the kernels inherit them
+    os.environ[LOG_ENV] = str(log_path.resolve())        # the kernels' native chatter, kept out of the notebooks
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
     try:
         with contextlib.ExitStack() as stack:
             log_file = None if verbose else stack.enter_context(open(log_path, "a", buffering=1))
-            # this process's own start-up lines (progress.quiet_native_startup)
+            # this process's own start-up lines (quiet.quiet_native_startup)
             (sys.stderr if verbose else log_file).write("".join(f"{line}\n" for line in STARTUP_LINES))
             stream = stack.enter_context(_quiet_terminal(log_file, verbose))
             term = _Terminal(stream, log_file, every_s=status_every_s)

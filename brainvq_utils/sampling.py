@@ -98,13 +98,31 @@ def _conditioning(name, value, size, n):
     return arr.astype("int32")
 
 
+def _layouts(prior, layout, n):
+    """(n, h/cell, w/cell) int32 layouts for a code prior that draws given one, or None; checked."""
+    levels = getattr(prior, "layout_levels", 0)
+    if not levels:
+        if layout is not None:
+            raise BrainVQError("layout given, but this prior draws no codes given a layout; leave layout=None")
+        return None
+    cells = tuple(s // prior.layout_cell for s in prior.grid)
+    if layout is None:
+        raise BrainVQError(f"this prior draws codes given a coarse layout: pass layout= (n, {cells[0]}, {cells[1]}) ints "
+                           f"in [0, {levels})")
+    arr = np.asarray(layout)
+    if arr.shape != (n, *cells) or arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() >= levels:
+        raise BrainVQError(f"layout of shape {arr.shape} and range [{arr.min()}, {arr.max()}]: pass (n, {cells[0]}, "
+                           f"{cells[1]}) ints in [0, {levels})")
+    return arr.astype("int32")
+
+
 def _short(value):
     text = repr(value)
     return text if len(text) < 40 else text[:37] + "..."
 
 
 # -- reference sampler ------------------------------------------------------------------------
-def _reference_batch(prior, noise, position, label, temperature, top_k, bar=None):
+def _reference_batch(prior, noise, position, label, temperature, top_k, bar=None, layout=None):
     batch, height, width, _ = noise.shape
     codes = np.zeros((batch, height, width), "int32")
     inputs = {"codes": codes}
@@ -112,6 +130,8 @@ def _reference_batch(prior, noise, position, label, temperature, top_k, bar=None
         inputs["position"] = position
     if label is not None:
         inputs["label"] = label
+    if layout is not None:
+        inputs["layout"] = layout
     for i in range(height):
         for j in range(width):
             logits = prior.predict_on_batch(inputs)   # the whole grid, every time
@@ -162,7 +182,8 @@ def _iterative_batch(prior, seed_generator, batch, position, label, temperature,
 
 # -- the public sampler ---------------------------------------------------------------------
 def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=None,
-           method="fast", batch_size=16, progress=None, steps=12, choice_temperature=4.5) -> np.ndarray:
+           method="fast", batch_size=16, progress=None, steps=12, choice_temperature=4.5, layout=None,
+           allowed=None) -> np.ndarray:
     """Draw ``n`` code maps (n, h, w) int32 from a prior.
 
     Args:
@@ -186,6 +207,12 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
         steps: iterative priors: decoding steps, 1 to h * w (each a full pass of the prior).
         choice_temperature: iterative priors: Gumbel noise on the confidences that decide
             which draws are kept, annealed to 0 by the last step (0: keep the most confident).
+        layout: a code prior that draws given a coarse layout (``layout_levels``): one
+            (h/cell, w/cell) layout per sample. A two-level prior (``priors.layout``) draws its
+            layouts itself first, with its layout prior and ``seed``, then the codes with ``seed + 1``.
+        allowed: with ``layout``, a function of a batch of layouts that gives the logit bias (B, h, w, K)
+            of the codes each position allows (0) or forbids (very negative): it is added to the
+            Gumbel noise, so both methods draw exactly from the restricted distribution.
 
     A prior built with a mixed-precision policy samples through its float32 copy
     (``priors.float32_copy``), so both methods run the same float32 arithmetic.
@@ -194,6 +221,11 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
 
     info = prior_info(prior)
     prior = float32_copy(prior)
+    if getattr(prior, "layout_prior", None) is not None:     # two stages: the layout first, then the codes given it
+        common = dict(position=position, label=label, method=method, batch_size=batch_size, progress=progress)
+        layouts = sample(prior.layout_prior, n, temperature=temperature, seed=seed, **common)
+        return sample(prior.code_prior, n, temperature=temperature, top_k=top_k, seed=seed + 1, layout=layouts,
+                      allowed=prior.layout_bias, **common)
     n = _as_int("n", n, 1)
     batch_size = _as_int("batch_size", batch_size, 1)
     if method not in METHODS:
@@ -209,6 +241,7 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
     top_k = None if top_k == num_codes else top_k    # keeping all K codes masks nothing
     position = _conditioning("position", position, info["num_positions"], n)
     label = _conditioning("label", label, info["num_classes"], n)
+    layout = _layouts(prior, layout, n)
 
     (height, width), batch = info["grid"], min(batch_size, n)
     iterative = info["sampling"] == "iterative"
@@ -233,16 +266,19 @@ def sample(prior, n, temperature=1.0, top_k=None, seed=0, position=None, label=N
             take = np.minimum(np.arange(start, start + batch), n - 1)
             pos = None if position is None else position[take]
             lab = None if label is None else label[take]
+            lay = None if layout is None else layout[take]
             if iterative:
                 codes = _iterative_batch(prior, seed_generator, batch, pos, lab, temperature_t, top_k, steps,
                                          choice_temperature, bar=bar)
                 out.append(codes[: min(batch, n - start)])
                 continue
             noise = gumbel_noise((batch, height, width, num_codes), seed_generator)
+            if allowed is not None and lay is not None:   # argmax(z + g + bias): a draw among the allowed codes
+                noise = noise + ops.convert_to_tensor(allowed(lay), noise.dtype)
             if method == "fast":
-                codes, _ = _fast_batch(prior, noise, pos, lab, temperature_t, top_k, bar=bar)
+                codes, _ = _fast_batch(prior, noise, pos, lab, temperature_t, top_k, bar=bar, layout=lay)
             else:
-                codes = _reference_batch(prior, noise, pos, lab, temperature_t, top_k, bar=bar)
+                codes = _reference_batch(prior, noise, pos, lab, temperature_t, top_k, bar=bar, layout=lay)
             out.append(codes[: min(batch, n - start)])
     finally:
         bar.close()

@@ -378,18 +378,20 @@ def compile_prior(model, learning_rate: float):
     return model
 
 
-def prior_builder(cfg, num_codes: int, grid, num_positions: int = 0, num_classes: int = 0):
+def prior_builder(cfg, num_codes: int, grid, num_positions: int = 0, num_classes: int = 0, brain_codes=None):
     """``build()`` for ``train_prior``: the prior that ``cfg`` (a PriorConfig) describes over a
     VQ-VAE's ``num_codes`` codes on its ``grid``, in the precision ``cfg`` asks for, resolved
     once (``resolve_precision``) and kept as ``build.precision`` for the record (and the
-    codebook size as ``build.num_codes``, the mask token of a masked-token prior)."""
+    codebook size as ``build.num_codes``, the mask token of a masked-token prior). The two-level
+    prior (``prior_arch="layout"``) also needs ``brain_codes`` (``pipeline.brain_codes``)."""
     from .priors import build_prior
 
     precision = devices_lib.resolve_precision(cfg.prior_precision)
+    extra = {"brain_codes": [int(b) for b in brain_codes]} if cfg.prior_arch == "layout" and brain_codes is not None else {}
 
     def build():
         return build_prior(cfg.prior_arch, num_codes, grid, num_positions=num_positions, num_classes=num_classes,
-                           seed=cfg.prior_seed, dtype=precision, **cfg.hyperparameters(num_positions))
+                           seed=cfg.prior_seed, dtype=precision, **cfg.hyperparameters(num_positions), **extra)
     build.precision, build.num_codes = precision, int(num_codes)
     return build
 

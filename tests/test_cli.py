@@ -216,6 +216,27 @@ def test_run_smoke_pipeline_shows_only_its_progress_lines(smoke_run):
     assert not (run_dir / ".progress").exists()
 
 
+@pytest.mark.slow
+def test_the_executed_notebooks_of_a_run_hold_no_red_blocks(smoke_run):
+    """A clean first screen: no stderr output in any cell of the five executed notebooks, and none of the
+    native start-up lines anywhere in them; those lines are kept in run.log instead."""
+    from brainvq_utils.quiet import is_chatter
+    res, run_dir = smoke_run
+    assert res.returncode == 0, res.stderr[-3000:]
+    found = []
+    for nb in sorted(run_dir.glob("0*.ipynb")):
+        for i, cell in enumerate(json.loads(nb.read_text())["cells"]):
+            for out in cell.get("outputs", []):
+                text = "".join(out.get("text", ""))
+                if out.get("name") == "stderr" or any(is_chatter(line) for line in text.splitlines()):
+                    found.append(f"{nb.name} cell {i}: {text[:200]!r}")
+    assert not found, "\n".join(found)
+    log = (run_dir / "run.log").read_text()
+    assert "Could not find cuda drivers" in log or "cuInit" in log or "absl::InitializeLog" in log
+    notebook_01 = json.loads((run_dir / "01_data_exploration.ipynb").read_text())
+    assert any("computes on: CPU" in "".join(o.get("text", "")) for c in notebook_01["cells"] for o in c.get("outputs", []))
+
+
 def _numbers(tree, prefix="") -> dict:
     """Every value of a metrics.json, flattened to dotted keys."""
     out = {}

@@ -162,7 +162,8 @@ def test_prior_settings_follow_the_chosen_architecture():
     for arch in PRIOR_ARCHITECTURES:   # each architecture gets settings it knows, and builds from them
         hyper = PriorConfig(prior_arch=arch, **small).hyperparameters()
         assert set(hyper) <= set(priors.get(arch).hyperparameters)
-        assert priors.prior_info(priors.build_prior(arch, 16, (4, 4), **hyper))["arch"] == arch
+        extra = {"brain_codes": [0] + [1] * 15} if arch == "layout" else {}     # the two-level prior reads layouts
+        assert priors.prior_info(priors.build_prior(arch, 16, (4, 4), **hyper, **extra))["arch"] == arch
     assert PriorConfig(prior_arch="maskgit", maskgit_channels=96).hyperparameters()["channels"] == 96
     assert PriorConfig(prior_arch="gated", prior_channels=40).hyperparameters()["channels"] == 40
     with pytest.raises(BrainVQError, match="prior_arch='transformer' is not known"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "brainvq_utils"
-LESSONS = ["vqvae", "priors", "losses", "sampling", "fast_sampling", "metrics", "realism", "generation", "codebook"]
+LESSONS = ["vqvae", "priors", "losses", "sampling", "fast_sampling", "metrics", "realism", "outline", "generation", "codebook"]
 FORBIDDEN = ["pipeline", "runner", "runs", "cli", "colab"]
 MAX_LINES = 450
 

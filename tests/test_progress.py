@@ -54,7 +54,7 @@ def test_a_watched_notebook_gets_live_bars_unless_headless(monkeypatch):
 
 NATIVE_START = """
 import os, sys
-from brainvq_utils.progress import quiet_native_startup, STARTUP_LINES
+from brainvq_utils.quiet import quiet_native_startup, STARTUP_LINES
 before = len(STARTUP_LINES)             # importing brainvq_utils loaded TensorFlow: its lines are in already
 try:
     with quiet_native_startup():

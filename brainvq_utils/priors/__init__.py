@@ -7,6 +7,7 @@ Every prior is a Keras model that takes ``{"codes": (B, h, w) int32, "position":
 ============  =====================================================  ==========================
 name          model                                                  sampling
 ============  =====================================================  ==========================
+``layout``    a layout prior, then a gated PixelCNN given the layout  two autoregressive stages
 ``maskgit``   bidirectional masked-token transformer (MaskGIT, 2022)  iterative parallel decoding
 ``gated``     gated PixelCNN with conditioning (van den Oord, 2016)   autoregressive, exact fast
 ``pixelcnn``  masked PixelCNN, the keras.io baseline (2016)           autoregressive, exact fast
@@ -22,14 +23,16 @@ from ..errors import BrainVQError
 from .base import AutoregressivePrior, Prior, float32_copy, prior_info
 from .data import code_dataset, mask_codes, masked_code_dataset, prior_inputs
 from .gated import GatedLayer, GatedPixelCNNPrior, horizontal_step, vertical_row
+from .layout import TwoLevelPrior
 from .maskgit import MaskGITPrior, masked_counts
 from .pixelcnn import MaskedConv2D, PixelCNNPrior, causal_mask
 
-REGISTRY: dict[str, type[Prior]] = {"maskgit": MaskGITPrior, "gated": GatedPixelCNNPrior, "pixelcnn": PixelCNNPrior}
+REGISTRY: dict[str, type[Prior]] = {"layout": TwoLevelPrior, "maskgit": MaskGITPrior, "gated": GatedPixelCNNPrior,
+                                     "pixelcnn": PixelCNNPrior}
 ARCHITECTURES = tuple(REGISTRY)
 
 __all__ = ["ARCHITECTURES", "REGISTRY", "AutoregressivePrior", "GatedLayer", "GatedPixelCNNPrior", "MaskGITPrior",
-           "MaskedConv2D", "PixelCNNPrior", "Prior", "build_prior", "causal_mask", "code_dataset", "float32_copy",
+           "MaskedConv2D", "PixelCNNPrior", "Prior", "TwoLevelPrior", "build_prior", "causal_mask", "code_dataset", "float32_copy",
            "get", "horizontal_step", "mask_codes", "masked_code_dataset", "masked_counts", "prior_info",
            "prior_inputs", "vertical_row"]
 
@@ -60,7 +63,9 @@ def build_prior(arch="gated", num_codes=512, grid=(32, 32), *, num_positions=0, 
             the baseline), ``kernel_size``, ``embedding_dim`` (gated), ``location`` (gated:
             condition every layer on a learned embedding of the grid position);
             maskgit: ``channels`` (token width), ``num_layers`` (transformer blocks), ``heads``,
-            ``patch`` (codes per token side).
+            ``patch`` (codes per token side); layout: the code prior's ``channels``, ``num_layers``,
+            ``kernel_size``, ``location``, ``level_location``, and ``layout_cell`` (codes per layout
+            block side), ``layout_channels``, ``layout_layers``, ``brain_codes`` (which codes are brain).
     """
     cls = get(arch)
     grid = (grid, grid) if isinstance(grid, int) else tuple(grid)

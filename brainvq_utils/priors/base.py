@@ -68,7 +68,7 @@ class Prior(keras.Model):
     def _unpack(self, inputs):
         """-> codes, position, label; checks shapes always and values when eager."""
         if isinstance(inputs, dict):
-            unknown = set(inputs) - {"codes", "position", "label"}
+            unknown = set(inputs) - {"codes", "position", "label", "layout"}
             if unknown:
                 raise BrainVQError(f"prior inputs {sorted(unknown)} are not known; "
                                    "pass a dict with 'codes' and, if built with them, 'position', 'label'")

@@ -178,12 +178,19 @@ class GatedPixelCNNPrior(AutoregressivePrior):
     conditioned on slice position and class label."""
 
     arch = "gated"
-    hyperparameters = AutoregressivePrior.hyperparameters + ("level_location",)
+    hyperparameters = AutoregressivePrior.hyperparameters + ("level_location", "layout_levels", "layout_cell")
     level_cell = 4   # a level's own location map has one value per 4x4 block of codes
 
-    def __init__(self, level_location=False, **kwargs):
+    def __init__(self, level_location=False, layout_levels=0, layout_cell=4, **kwargs):
         super().__init__(**kwargs)
         self.level_location = bool(level_location)
+        # A coarse layout map given with the codes (inputs["layout"], one of layout_levels values per
+        # layout_cell x layout_cell block of codes): the two-level prior's code stage (priors.layout).
+        self.layout_levels, self.layout_cell = int(layout_levels or 0), int(layout_cell)
+        if self.layout_levels and (self.layout_levels < 2 or self.layout_cell < 1 or self.grid[0] % self.layout_cell
+                                   or self.grid[1] % self.layout_cell):
+            raise BrainVQError(f"a layout of {self.layout_levels} levels in blocks of {self.layout_cell} codes does not fit "
+                               f"the {self.grid} code grid; use at least 2 levels and a block size that divides the grid")
         if self.level_location and not (self.location and self.num_positions):
             raise BrainVQError("level_location=True needs location=True and num_positions > 0: it refines the "
                                "location map for each slice position")
@@ -211,7 +218,11 @@ class GatedPixelCNNPrior(AutoregressivePrior):
             self.add_weight(shape=(self.num_positions, *cells, c), name="level_location_embedding",
                             initializer=keras.initializers.RandomNormal(0.0, 0.1, seed=sub(4)))
             if self.level_location else None)
-        cond_dim = c if (self.conditional or self.location) else 0
+        self.layout_embedding = (layers.Embedding(self.layout_levels, c, embeddings_initializer=normal(5),
+                                                  name="layout_embedding", dtype=policy) if self.layout_levels else None)
+        if self.layout_embedding is not None:
+            self.layout_embedding.build((None, h // self.layout_cell, w // self.layout_cell))
+        cond_dim = c if (self.conditional or self.location or self.layout_levels) else 0
         self.gated_layers = [GatedLayer(c, k, first=(i == 0), last=(i == self.num_layers - 1), cond_dim=cond_dim,
                                         seed=sub(10 + i), name=f"gated{i}", dtype=policy)
                               for i in range(self.num_layers)]
@@ -250,27 +261,36 @@ class GatedPixelCNNPrior(AutoregressivePrior):
                 "head1_kernel": t(self.head1.kernel), "head1_bias": t(self.head1.bias),
                 "head2_kernel": t(self.head2.kernel), "head2_bias": t(self.head2.bias)}
 
-    def location_map(self, position, batch_size):
+    def location_map(self, position, batch_size, layout=None):
         """The location conditioning, (B, h, w, C): the grid-location embedding, plus the coarse
-        map of each sample's slice position (``level_location``) upsampled to the grid; None
-        without location."""
-        if self.location_embedding is None:
-            return None
-        loc = ops.cast(self.location_embedding, self.compute_dtype)[None]
-        if self.level_location_embedding is None:
-            return ops.broadcast_to(loc, (batch_size, *loc.shape[1:]))
+        map of each sample's slice position (``level_location``) upsampled to the grid, plus the
+        embedding of each sample's coarse layout (``layout_levels``: (B, h/cell, w/cell) ints, when
+        given) upsampled to the grid; None without any of them."""
         h, w = self.grid
-        level = ops.take(ops.cast(self.level_location_embedding, self.compute_dtype), position, axis=0)
-        level = ops.repeat(ops.repeat(level, self.level_cell, axis=1), self.level_cell, axis=2)[:, :h, :w]
-        return loc + level
+        parts = []
+        if self.location_embedding is not None:
+            loc = ops.cast(self.location_embedding, self.compute_dtype)[None]
+            parts.append(ops.broadcast_to(loc, (batch_size, *loc.shape[1:])))
+        if self.level_location_embedding is not None:
+            level = ops.take(ops.cast(self.level_location_embedding, self.compute_dtype), position, axis=0)
+            parts.append(ops.repeat(ops.repeat(level, self.level_cell, axis=1), self.level_cell, axis=2)[:, :h, :w])
+        if self.layout_embedding is not None and layout is not None:
+            cells = self.layout_embedding(ops.cast(layout, "int32"))
+            parts.append(ops.repeat(ops.repeat(cells, self.layout_cell, axis=1), self.layout_cell, axis=2))
+        if not parts:
+            return None
+        out = parts[0]
+        for part in parts[1:]:
+            out = out + part
+        return out
 
-    def fast_cond_biases(self, position, label, batch_size):
+    def fast_cond_biases(self, position, label, batch_size, layout=None):
         """The conditional biases of the vertical and horizontal gates, each (L, B, 2C), and
         the location biases of the same gates, each (L, B, h, w, 2C) (zeros without location)."""
         cond = self.condition(position, label) if self.conditional else None
         biases = [layer.cond_biases(cond, batch_size) for layer in self.gated_layers]
         h, w = self.grid
-        location = self.location_map(position, batch_size)
+        location = self.location_map(position, batch_size, layout)
         if location is None:
             loc_v = loc_h = ops.zeros((len(self.gated_layers), batch_size, h, w, 2 * self.channels))
         else:
@@ -280,9 +300,14 @@ class GatedPixelCNNPrior(AutoregressivePrior):
 
     def call(self, inputs, training=False):
         codes, position, label = self._unpack(inputs)
+        layout = inputs.get("layout") if isinstance(inputs, dict) else None
+        if self.layout_levels and layout is None:
+            h, w = self.grid
+            raise BrainVQError(f"this prior draws codes given a coarse layout: pass inputs['layout'] as "
+                               f"(B, {h // self.layout_cell}, {w // self.layout_cell}) ints in [0, {self.layout_levels})")
         cond = self.condition(position, label)
         v = h = self.code_embedding(codes)
-        location = self.location_map(position, ops.shape(codes)[0])
+        location = self.location_map(position, ops.shape(codes)[0], layout)
         for layer in self.gated_layers:
             v, h = layer(v, h, cond, location)
         return self.head(h)
