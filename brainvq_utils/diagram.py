@@ -28,7 +28,7 @@ def method_figure(images: dict | None = None, grid=(32, 32), num_codes: int = 12
                 "new code map": "a new code map,\ndrawn code by code",
                 "new slice": "a new slice\n(never seen)"}
     arrows = ["encoder: convolutions\n-> a vector per 4x4 patch\n-> nearest of K codes",
-              "prior (PixelCNN):\np(code | codes before it)\nlearned, then sampled",
+              "prior (PixelCNNs): a layout,\nthen p(code | codes before it)\nlearned, then sampled",
               "decoder: codes -> vectors\n-> transposed convolutions\n-> pixels"]
     for i, (x, step) in enumerate(zip(xs, STEPS)):
         ax = fig.add_axes((x, y, w, h))

@@ -28,7 +28,8 @@ EXERCISES = (
              "grids above.", "01, then 02-05 to see the cost in SSIM"),
     Exercise("01", "data", {"subjects": 40},
              "A smaller synthetic cohort (40 people instead of 100): fewer training slices, so the VQ-VAE and "
-             "the prior see less variety; expect more memorised samples in 05.", "01-05"),
+             "the prior see less variety and more of the same slices per second; in 05 watch the samples' "
+             "nearest-neighbour SSIM and the memorised share, which can only rise.", "01-05"),
     Exercise("01", "data", {"seed": 1},
              "Another cohort from another seed: other people, other splits. The numbers of 02-05 move a "
              "little: that is how much they vary from cohort to cohort.", "01-05"),
@@ -54,32 +55,40 @@ EXERCISES = (
              "Four times as many codes: usage spreads thinner (more codes with few uses, maybe some dead) "
              "and the perplexity rises; the coloured code maps get finer shades.", "02, then 03"),
     Exercise("03", "vqvae", {"code_dim": 2},
-             "Two-dimensional codes: the PCA figure then shows the codebook exactly as it is, and the "
-             "reconstructions suffer (each code carries two numbers only).", "02, then 03"),
+             "Two-dimensional codes: the PCA figure then shows the codebook as it is (centred and turned), and "
+             "the reconstructions suffer (each code carries two numbers only).", "02, then 03"),
     # 04: the prior
     Exercise("04", "prior", {"prior_arch": "pixelcnn"},
-             "The plain masked PixelCNN, with its blind spot and no conditioning: more bits per code, and in "
-             "05 samples that do not match the slice level asked for.", "04 (retrain=True), then 05"),
+             "The plain masked PixelCNN, with its blind spot and no conditioning at all: more bits per code; "
+             "05 cannot ask it for a slice level (its conditioning figure is skipped), and its samples come from "
+             "every level at random.", "04 (retrain=True), then 05"),
+    Exercise("04", "prior", {"prior_arch": "gated"},
+             "The one-stage gated prior, without a layout drawn first: about as many bits per code, but it must "
+             "decide where the brain ends while drawing the top rows; expect more broken outlines in 05.",
+             "04 (retrain=True), then 05"),
     Exercise("04", "prior", {"prior_location": False},
-             "No grid-location conditioning: the prior no longer knows where on the grid it draws, and its "
-             "samples in 05 turn into blobs of brain texture that run to the edges.", "04, then 05"),
+             "No grid-location conditioning: only the slice level and the frame codes still tell the prior where "
+             "on the grid it draws; expect more broken outlines in 05's outline score.", "04, then 05"),
     Exercise("04", "prior", {"condition_on_position": False},
              "No slice-level conditioning: one prior for every level, so samples can no longer be asked for "
              "a given level; the bits per code rise.", "04, then 05"),
     Exercise("04", "prior", {"prior_arch": "maskgit"},
              "The masked-token transformer: it sees the whole map at once, but on a CPU it learns more slowly "
-             "per second, so within the same budget expect more bits per code.", "04, then 05"),
+             "per second, so within the same budget expect a higher realism AUC in 05 (its bits per code are "
+             "counted differently and are not comparable).", "04, then 05"),
     # 05: sampling
     Exercise("05", "sampling", {"temperature": 0.5},
-             "Colder sampling: smoother, more typical slices, nearer their nearest training slice, and less "
-             "varied (pairwise SSIM rises).", "05"),
+             "Colder sampling: smoother, brighter, more typical slices and less variety (pairwise SSIM rises); "
+             "the background code is the most likely of all, so expect more empty or cut-short samples too.", "05"),
     Exercise("05", "sampling", {"temperature": 1.2},
-             "Hotter sampling: more detail, then noise and broken outlines; the realism AUC rises.", "05"),
+             "Hotter sampling: more detail and more variety (pairwise SSIM falls), then speckled noise inside the "
+             "brain; watch the realism AUC and the outline score.", "05"),
     Exercise("05", "sampling", {"top_k": 8},
              "Only the 8 most likely codes at each position: fewer rare mistakes, less variety.", "05"),
     Exercise("05", "sampling", {"sampler": "reference"},
-             "The reference sampler, the whole prior at every position: the very same code maps, from the same "
-             "random draws, many times slower.", "05"),
+             "The reference sampler, the whole prior at every position: the same code maps from the same random "
+             "draws (up to float round-off in the logits), with 1,024 full passes of the prior per batch instead "
+             "of 32 row passes: many times slower.", "05"),
 )
 
 

@@ -249,11 +249,13 @@ def dependency_figure(maps: dict, position):
 
 
 def level_maps(prior, positions) -> np.ndarray:
-    """(P, h, w): how strongly the gated prior's location conditioning speaks at each grid cell, for each
-    slice position (the norm of ``location_map`` over its channels), or an empty array without it."""
-    if getattr(prior, "location_embedding", None) is None:
-        return np.zeros((0, *prior.grid))
-    maps = keras.ops.convert_to_numpy(prior.location_map(np.asarray(positions, np.int32), len(positions)))
+    """(P, h/4, w/4): how strongly each slice level's own location map speaks at each 4x4 block of codes
+    (the length of its vector), without the grid-location part that all levels share; an empty array for a
+    prior without level maps."""
+    level = getattr(prior, "level_location_embedding", None)
+    if level is None:
+        return np.zeros((0, 1, 1))
+    maps = keras.ops.convert_to_numpy(level)[np.asarray(positions, np.int32)]
     return np.linalg.norm(maps.astype(np.float64), axis=-1)
 
 

@@ -2,15 +2,15 @@
 
 ``fit_resumable`` fits any compiled model with a per-epoch cosine learning-rate schedule, writes
 a checkpoint after every epoch, stops at a time budget and, killed half way, continues from the
-last finished epoch on the next call. ``train_vqvae`` fits the VQ-VAE with its monitors
-(validation SSIM, codebook usage and perplexity every epoch) and ``reconstruction_scores`` /
+last finished epoch on the next call (its callbacks live in ``monitors``; validation SSIM here, as it
+scores reconstructions). ``train_vqvae`` fits the VQ-VAE with its monitors (validation SSIM, codebook usage
+and perplexity every epoch) and ``reconstruction_scores`` /
 ``vqvae_metrics`` score it; ``train_prior`` fits a prior on code maps (its data: ``priors.data``;
 its precision: ``devices.resolve_precision``) and ``prior_scores`` scores it in bits per code.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from pathlib import Path
@@ -28,28 +28,11 @@ from .priors.data import masked_code_dataset
 from .tensorboard_logs import reconstruction_images, sample_images
 from .vqvae import build_vqvae
 
-CHECKPOINT_DIR = "checkpoints"
+from . import monitors
+from .monitors import (CHECKPOINT_DIR, BitsPerCode, CodebookMonitor, CosineByProgress, EpochImages, ProgressReport,
+                       TrainClock, _numpy)
 
-
-def _numpy(x):
-    return keras.ops.convert_to_numpy(x)
-
-
-class CodebookMonitor(keras.callbacks.Callback):
-    """Codebook usage (fraction of codes won at least once) and perplexity per epoch."""
-
-    def __init__(self, quantizer):
-        super().__init__()
-        self.quantizer = quantizer
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.quantizer.usage_counts.assign(np.zeros(self.quantizer.num_codes, np.float32))
-
-    def on_epoch_end(self, epoch, logs=None):
-        stats = metrics.codebook_stats(_numpy(self.quantizer.usage_counts))
-        logs["codebook_usage"] = stats["used_fraction"]
-        logs["perplexity"] = stats["perplexity"]
-        logs["restarts"] = float(_numpy(self.quantizer.restarts))
+epoch_images = monitors.epoch_images   # the notebooks read the kept images as training.epoch_images
 
 
 class ValidationSSIM(keras.callbacks.Callback):
@@ -65,126 +48,6 @@ class ValidationSSIM(keras.callbacks.Callback):
         logs["val_ssim"] = float(scores["ssim"].mean())
         logs["val_mse"] = float(scores["mse"].mean())
         logs["val_seconds"] = time.perf_counter() - start
-
-
-class CosineByProgress(keras.callbacks.Callback):
-    """Cosine learning rate, set at each epoch from the share of epochs or time used.
-
-    Progress is the larger of (epochs done / epochs) and (seconds used / time budget),
-    so a time-limited run still ends at a low learning rate.
-    """
-
-    def __init__(self, base_lr, epochs, budget_s, clock, floor=0.05):
-        super().__init__()
-        self.base_lr, self.epochs, self.budget_s = base_lr, epochs, budget_s
-        self.clock, self.floor = clock, floor
-
-    def on_epoch_begin(self, epoch, logs=None):
-        progress = epoch / self.epochs
-        if self.budget_s:
-            progress = max(progress, self.clock.seconds() / self.budget_s)
-        scale = self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        self.model.optimizer.learning_rate.assign(self.base_lr * scale)
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["learning_rate"] = float(_numpy(self.model.optimizer.learning_rate))
-
-
-class TrainClock(keras.callbacks.Callback):
-    """Counts training seconds (earlier sessions included) and enforces the budget."""
-
-    def __init__(self, spent_s=0.0, budget_s=0.0):
-        super().__init__()
-        self.spent_s, self.budget_s, self._start = spent_s, budget_s, None
-
-    def seconds(self):
-        return self.spent_s + (time.perf_counter() - self._start if self._start else 0.0)
-
-    def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)):
-            raise BrainVQError(
-                f"the training loss became {float(loss)} at batch {batch}; lower learning_rate "
-                f"(e.g. -p learning_rate=5e-4) or check the input images for NaN values")
-        if self.budget_s and self.seconds() >= self.budget_s:
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["train_seconds"] = self.seconds()
-
-
-class BitsPerCode(keras.callbacks.Callback):
-    """A prior's cross-entropy in bits per code (its loss, in nats, over ln 2), train and
-    validation; for a masked-token prior, in bits per hidden code (each map's mean over its
-    hidden codes, averaged over maps: ``priors.mask_codes``)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        for key in ("loss", "val_loss"):
-            if key in logs:
-                logs[key.replace("loss", "bits_per_code")] = float(logs[key]) / math.log(2)
-
-
-class ProgressReport(keras.callbacks.Callback):
-    """Where training stands, as one status line for ``brainvq run`` (``progress.report``):
-    the epoch, the step, the loss and the time left of the budget, at most every second."""
-
-    def __init__(self, name, epochs, clock, every_s=1.0):
-        super().__init__()
-        self.name, self.epochs, self.clock, self.every_s = name, epochs, clock, every_s
-        self._epoch, self._last = 0, -math.inf
-
-    def _report(self, step=None, logs=None):
-        parts = [f"{self.name}: epoch {self._epoch + 1}/{self.epochs}"]
-        steps = (self.params or {}).get("steps")
-        if step is not None:
-            parts.append(f"step {step + 1}/{steps}" if steps else f"step {step + 1}")
-        if logs and logs.get("loss") is not None:
-            parts.append(f"loss {float(logs['loss']):.4g}")
-        if self.clock.budget_s:
-            parts.append(f"{max(0.0, self.clock.budget_s - self.clock.seconds()):.0f} s of the "
-                         f"{self.clock.budget_s:.0f} s budget left")
-        progress.report(", ".join(parts))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._report()
-
-    def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
-        if now - self._last >= self.every_s:
-            self._last = now
-            self._report(batch, logs)
-
-
-class EpochImages(keras.callbacks.Callback):
-    """After every epoch, ``make_images(model)`` (name -> (N, H, W, 1) images in [0, 1]) kept as 8-bit
-    images in ``folder/<name>_epoch_images.npz`` (``epoch_images`` reads them back), so that a
-    notebook can show the model getting better; a resumed fit adds to what the killed one kept."""
-
-    def __init__(self, folder, name, make_images):
-        super().__init__()
-        self.path, self.make_images = Path(folder) / f"{name}_epoch_images.npz", make_images
-
-    def on_epoch_end(self, epoch, logs=None):
-        kept = epoch_images(self.path.parent.parent, self.path.name.removesuffix("_epoch_images.npz"), as_uint8=True)
-        for key, images in self.make_images(self.model).items():
-            kept[f"{key}@{epoch}"] = np.round(np.clip(np.asarray(images, np.float32), 0, 1) * 255).astype(np.uint8)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.path) as tmp:
-            np.savez_compressed(tmp, **kept)
-
-
-def epoch_images(run_dir, name: str, as_uint8: bool = False) -> dict:
-    """What ``EpochImages`` kept for the model ``name`` ("vqvae" or "prior") of a run:
-    ``{"samples@0": (N, H, W, 1), "samples@1": ...}`` in [0, 1] (or as stored, ``as_uint8``)."""
-    path = Path(run_dir) / CHECKPOINT_DIR / f"{name}_epoch_images.npz"
-    if not path.exists():
-        return {}
-    with np.load(path) as f:
-        return {k: (f[k] if as_uint8 else f[k].astype(np.float32) / 255.0) for k in f.files}
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -402,14 +265,13 @@ def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorb
     (``prior_builder``). A prior trained in mixed precision is saved and returned in float32
     (``priors.float32_copy``); its checkpoints keep the training precision for a resume.
     The epoch logs gain ``bits_per_code`` and ``val_bits_per_code``. With a ``vqvae`` to decode them,
-    4 samples are drawn every epoch (the same seed each time, at the slice positions of the first
-    validation maps) and kept (``epoch_images(run_dir, "prior")``; with ``tensorboard``, logged too)."""
+    4 samples are drawn every epoch (the same seed each time, at four slice levels spread over those of
+    the validation maps) and kept (``epoch_images(run_dir, "prior")``; with ``tensorboard``, logged too)."""
     from . import priors
 
     images = None
     if vqvae is not None:
-        first = next(iter(val_ds))[0]
-        conditions = {k: np.asarray(v) for k, v in first.items() if k in ("position", "label")}
+        conditions = _spread_conditions(val_ds, 4)
         images = sample_images(vqvae, n=4, seed=cfg.prior_seed, conditions=conditions)
     if priors.get(cfg.prior_arch).mask_token:
         train_ds = masked_code_dataset(train_ds, build.num_codes, seed=cfg.prior_seed)
@@ -422,6 +284,23 @@ def train_prior(train_ds, val_ds, cfg, build, run_dir, *, retrain=False, tensorb
                          tensorboard_images=images if tensorboard else None, epoch_images=images,
                          verbose=verbose, export=priors.float32_copy,
                          label=f"prior ({cfg.prior_arch})", devices=devices, batch_size=cfg.prior_batch_size)
+
+
+def _spread_conditions(dataset, n: int) -> dict:
+    """The conditioning of ``n`` maps of a dataset of (inputs, codes) batches, at slice levels spread from
+    its lowest to its highest (the first class, where there are classes): what the epoch samples are drawn at."""
+    found: dict = {}
+    for inputs, _ in dataset:
+        for key in ("position", "label"):
+            if key in inputs:
+                found.setdefault(key, []).append(np.asarray(inputs[key]))
+    out = {k: np.concatenate(v) for k, v in found.items()}
+    if "position" in out:
+        levels = np.unique(out["position"])
+        out["position"] = levels[np.linspace(0, len(levels) - 1, n).round().astype(int)]
+    if "label" in out:
+        out["label"] = np.full(n, out["label"][0])
+    return out
 
 
 def prior_scores(model, dataset) -> dict:

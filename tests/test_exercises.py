@@ -59,7 +59,8 @@ def test_prior_exercises(exercise, tmp_path):
     codes = rng.integers(0, k, (24, *grid))
     positions, classes = pipeline.conditioning({"num_positions": levels, "label_names": []}, cfg)   # as 04 does
     inputs = priors.prior_inputs(codes, np.arange(24) % levels if positions else None)
-    build = training.prior_builder(cfg, k, grid, positions, classes)
+    brain = np.arange(k) >= k // 4   # as pipeline.brain_codes says of a VQ-VAE's codes (the two-level prior needs it)
+    build = training.prior_builder(cfg, k, grid, positions, classes, brain_codes=brain)
     prior, history = training.train_prior(priors.code_dataset(inputs, 8), priors.code_dataset(inputs, 8), cfg, build,
                                           tmp_path, verbose=0)
     assert np.isfinite(history["loss"]).all() and priors.prior_info(prior)["arch"] == cfg.prior_arch

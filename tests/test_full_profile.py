@@ -12,7 +12,7 @@ from brainvq_utils.synthetic import render_subject
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["gated", "maskgit"])
+@pytest.mark.parametrize("arch", ["layout", "maskgit"])   # the default (its code stage is the gated prior), and MaskGIT
 def test_full_profile_trains_samples_and_scores_at_256(tmp_path, arch):
     import tensorflow as tf
 
@@ -30,7 +30,8 @@ def test_full_profile_trains_samples_and_scores_at_256(tmp_path, arch):
     assert codes.shape == (6, 64, 64)
 
     prior_cfg = stage_config(PriorConfig, params)
-    build = training.prior_builder(prior_cfg, vqvae.num_codes, vqvae.latent_grid, num_positions=3)
+    build = training.prior_builder(prior_cfg, vqvae.num_codes, vqvae.latent_grid, num_positions=3,
+                                   brain_codes=pipeline.brain_codes(vqvae, codes))
     inputs = priors.prior_inputs(codes, np.tile(np.arange(3), 2))
     prior, prior_history = training.train_prior(priors.code_dataset(inputs, 2), priors.code_dataset(inputs, 2),
                                                 prior_cfg, build, tmp_path, verbose=0)

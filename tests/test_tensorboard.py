@@ -20,7 +20,7 @@ def test_vqvae_and_prior_logs_hold_scalars_and_images(tmp_path):
 
     codes = stripes() % vqvae.num_codes          # maps the VQ-VAE can decode: its grid is 8x8
     codes = np.tile(codes, (1, 2, 2))
-    cfg = PriorConfig(prior_channels=8, prior_layers=1, prior_epochs=epochs, prior_batch_size=8)
+    cfg = PriorConfig(prior_arch="gated", prior_channels=8, prior_layers=1, prior_epochs=epochs, prior_batch_size=8)
     build = training.prior_builder(cfg, vqvae.num_codes, (8, 8), num_positions=4)
     training.train_prior(*prior_datasets(codes, np.arange(64) % 4), cfg, build, tmp_path, tensorboard=True,
                          vqvae=vqvae, verbose=0)

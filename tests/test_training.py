@@ -157,7 +157,7 @@ def test_a_mixed_precision_prior_trains_in_bfloat16_and_is_saved_in_float32(tmp_
     from brainvq_utils.priors import prior_info
 
     codes = stripes()
-    cfg = PriorConfig(prior_channels=8, prior_layers=2, prior_epochs=3, prior_batch_size=8,
+    cfg = PriorConfig(prior_arch="gated", prior_channels=8, prior_layers=2, prior_epochs=3, prior_batch_size=8,
                       prior_learning_rate=1e-2, prior_precision="mixed_bfloat16")
     build = training.prior_builder(cfg, 16, (4, 4), num_positions=4)
     prior, history = training.train_prior(*prior_datasets(codes, np.arange(64) % 4), cfg, build, tmp_path, verbose=0)
@@ -182,7 +182,7 @@ def test_a_mixed_precision_prior_trains_in_bfloat16_and_is_saved_in_float32(tmp_
 
 def test_float32_training_saves_the_model_as_trained(tmp_path):
     codes = stripes()
-    cfg = PriorConfig(prior_channels=8, prior_layers=1, prior_epochs=1, prior_batch_size=8)
+    cfg = PriorConfig(prior_arch="gated", prior_channels=8, prior_layers=1, prior_epochs=1, prior_batch_size=8)
     prior, _ = training.train_prior(*prior_datasets(codes, None), cfg, training.prior_builder(cfg, 16, (4, 4)),
                                     tmp_path, verbose=0)
     assert prior.dtype_policy.name == "float32" and prior.optimizer is not None
