@@ -326,6 +326,9 @@ def _run_locked(run_dir, names, verbose, status_every_s) -> Path:
                     watcher.stop()
                     term.finish()
                     if isinstance(err, KeyboardInterrupt):
+                        # papermill's pending tasks then see the kernel it shut down die and asyncio would print
+                        # their DeadKernelError at exit: expected after ^C or SIGTERM, and nothing to act on
+                        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
                         raise KeyboardInterrupt(f"continue with `brainvq run --resume {run_dir}`") from None
                     if isinstance(err, BrainVQError):
                         raise
