@@ -1,7 +1,7 @@
 """"What we found": each notebook's closing summary, written from the run's own ``metrics.json``.
 
 Every number comes from the run (never typed in), beside the reference run whose figures the README
-shows (``figures/reference_metrics.json``, written by ``bench/reference_run.py`` from a demo run) and
+shows (``figures/reference_metrics.json``, written by ``brainvq bench reference`` from a demo run) and
 the target of the demo profile, with what it means in plain words: met, missed, and why.
 """
 
