@@ -23,13 +23,15 @@ class Exercise:
 EXERCISES = (
     # 01: the data
     Exercise("01", "data", {"image_size": 64},
-             "Every slice is resized to 64x64: a quarter of the pixels, so everything after runs about four "
-             "times faster, and the code maps shrink to 16x16. Fine folds of the cortex blur away in the "
+             "Every slice is resized to 64x64: a quarter of the pixels, so each epoch is about four times faster "
+             "(02 and 04 stop at their time budgets, so they fit about four times as many epochs), and the code "
+             "maps shrink to 16x16. Fine folds of the cortex blur away in the "
              "grids above.", "01, then 02-05 to see the cost in SSIM"),
-    Exercise("01", "data", {"subjects": 40},
-             "A smaller synthetic cohort (40 people instead of 100): fewer training slices, so the VQ-VAE and "
+    Exercise("01", "data", {"subjects": 60},
+             "A smaller synthetic cohort (60 people instead of 100; fewer than 50 leave 05's realism test fewer "
+             "held-out people than folds): fewer training slices, so the VQ-VAE and "
              "the prior see less variety and more of the same slices per second; in 05 watch the samples' "
-             "nearest-neighbour SSIM and the memorised share, which can only rise.", "01-05"),
+             "nearest-neighbour SSIM and the memorised share, which tend to rise.", "01-05"),
     Exercise("01", "data", {"seed": 1},
              "Another cohort from another seed: other people, other splits. The numbers of 02-05 move a "
              "little: that is how much they vary from cohort to cohort.", "01-05"),
@@ -61,17 +63,21 @@ EXERCISES = (
     Exercise("04", "prior", {"prior_arch": "pixelcnn"},
              "The plain masked PixelCNN, with its blind spot and no conditioning at all: more bits per code; "
              "05 cannot ask it for a slice level (its conditioning figure is skipped), and its samples come from "
-             "every level at random.", "04 (retrain=True), then 05"),
+             "every level at random, so 05's outline score and per-level fidelity judge them against levels they "
+             "were not asked for.", "04 (retrain=True), then 05"),
     Exercise("04", "prior", {"prior_arch": "gated"},
              "The one-stage gated prior, without a layout drawn first: about as many bits per code, but it must "
              "decide where the brain ends while drawing the top rows; expect more broken outlines in 05.",
              "04 (retrain=True), then 05"),
-    Exercise("04", "prior", {"prior_location": False},
-             "No grid-location conditioning: only the slice level and the frame codes still tell the prior where "
-             "on the grid it draws; expect more broken outlines in 05's outline score.", "04, then 05"),
+    Exercise("04", "prior", {"prior_arch": "gated", "prior_location": False},
+             "The one-stage gated prior without grid-location conditioning: only the slice level and the frame "
+             "codes still tell it where on the grid it draws; expect more broken outlines in 05 than with the "
+             "location bias (the default two-level prior keeps its outline through the layout, whatever this "
+             "flag says).", "04 (retrain=True), then 05"),
     Exercise("04", "prior", {"condition_on_position": False},
              "No slice-level conditioning: one prior for every level, so samples can no longer be asked for "
-             "a given level; the bits per code rise.", "04, then 05"),
+             "a given level; the bits per code rise, and 05's outline score judges samples against levels they "
+             "were not asked for.", "04, then 05"),
     Exercise("04", "prior", {"prior_arch": "maskgit"},
              "The masked-token transformer: it sees the whole map at once, but on a CPU it learns more slowly "
              "per second, so within the same budget expect a higher realism AUC in 05 (its bits per code are "
@@ -79,7 +85,8 @@ EXERCISES = (
     # 05: sampling
     Exercise("05", "sampling", {"temperature": 0.5},
              "Colder sampling: smoother, brighter, more typical slices and less variety (pairwise SSIM rises); "
-             "the background code is the most likely of all, so expect more empty or cut-short samples too.", "05"),
+             "with the one-stage gated prior the background code, the most likely of all, also cuts slices short; "
+             "the default two-level prior forbids it inside the layout it drew, so only a cold layout can.", "05"),
     Exercise("05", "sampling", {"temperature": 1.2},
              "Hotter sampling: more detail and more variety (pairwise SSIM falls), then speckled noise inside the "
              "brain; watch the realism AUC and the outline score.", "05"),
@@ -98,7 +105,9 @@ def for_notebook(notebook: str) -> list[Exercise]:
 
 def markdown(notebook: str) -> str:
     """The exercises of a notebook as a numbered Markdown list."""
-    lines = []
+    lines = ["Set `overrides` in the parameters cell and run the notebooks named in brackets. A model already "
+             "saved in the run directory is loaded as it is, so where 02 or 04 must train again, set "
+             "`retrain = True` there (or use a new `run_dir`; from a terminal: `brainvq run -p key=value`).", ""]
     for i, e in enumerate(for_notebook(notebook), 1):
         lines.append(f"{i}. `overrides = {e.overrides!r}` (run {e.rerun}): {e.expect}")
     return "\n".join(lines)

@@ -27,8 +27,8 @@ def compute_line() -> str:
 
     accelerators = [d for d in keras.distribution.list_devices() if not str(d).lower().startswith("cpu")]
     if not accelerators:
-        return (f"CPU, {os.cpu_count()} cores, no GPU found: the demo profile's time budgets are set for a CPU "
-                f"like this one")
+        return (f"CPU, {os.cpu_count()} cores, no GPU found: training runs on the CPU (the demo profile's time "
+                f"budgets are set for a 2-core laptop CPU)")
     name = str(accelerators[0])
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf

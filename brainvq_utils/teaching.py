@@ -242,21 +242,24 @@ def dependency_figure(maps: dict, position):
         ax.tick_params(which="both", length=0)
         ax.set(xticks=[], yticks=[])
         ax.set_title(f"{name}\nsees {int(dep.sum())} codes; blind spot {int(spot.sum())}", fontsize=9)
-    fig.legend(handles=[Patch(color=c, label=t) for c, t in zip(colours[1:], (
-        "before, beyond reach", "blind spot", "seen", "predicted"))], loc="lower center", ncol=4, fontsize=8)
+    fig.legend(handles=[Patch(facecolor=c, edgecolor="0.6", label=t) for c, t in zip(colours, (
+        "after (never seen)", "before, beyond reach", "blind spot", "seen", "predicted"))],
+        loc="lower center", ncol=5, fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
 def level_maps(prior, positions) -> np.ndarray:
-    """(P, h/4, w/4): how strongly each slice level's own location map speaks at each 4x4 block of codes
-    (the length of its vector), without the grid-location part that all levels share; an empty array for a
-    prior without level maps."""
+    """(P, h/4, w/4): how far each slice level's own location map departs from the average level's at each
+    4x4 block of codes (the length of the difference of their vectors), without the grid-location part
+    that all levels share; an empty array for a prior without level maps. The maps start as small random
+    vectors, so after a short training this is mostly that random start."""
     level = getattr(prior, "level_location_embedding", None)
     if level is None:
         return np.zeros((0, 1, 1))
-    maps = keras.ops.convert_to_numpy(level)[np.asarray(positions, np.int32)]
-    return np.linalg.norm(maps.astype(np.float64), axis=-1)
+    every = keras.ops.convert_to_numpy(level).astype(np.float64)
+    maps = every[np.asarray(positions, np.int32)] - every.mean(axis=0)
+    return np.linalg.norm(maps, axis=-1)
 
 
 def schedule_figure(total: int, steps: int):
