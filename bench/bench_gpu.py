@@ -118,8 +118,8 @@ def main(argv=None):
         codes[f"{k}_position"] = np.asarray(s.slices, np.int32)
     brain = pipeline.brain_codes(model, codes["train_codes"])
     with tempfile.TemporaryDirectory() as tmp, Stage(f"prior training ({prior_cfg.prior_arch})", rows) as row:
-        def inputs(split):
-            return priors.prior_inputs(codes[f"{split}_codes"], codes[f"{split}_position"])
+        def inputs(split):   # as notebook 04 builds them
+            return pipeline.split_inputs(codes, split, positions, 0)
         build = training.prior_builder(prior_cfg, vq_cfg.num_codes, model.latent_grid, positions, brain_codes=brain)
         prior, phist = training.train_prior(
             priors.code_dataset(inputs("train"), prior_cfg.prior_batch_size, shuffle=True),
